@@ -1,0 +1,46 @@
+"""REST commands: validate the body and map the controller's answer to a status code.
+
+Pure enough to unit-test: no Flask here; the plugin turns (status, body) into a response.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+from .controller import Refused
+
+COMMANDS = {"pause": [], "resume": [], "cancel": []}
+MAX_TEXT = 200
+
+
+def _text(data: dict, key: str):
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"'{key}' must be a string")
+    value = value.strip()
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"'{key}' is longer than {MAX_TEXT} characters")
+    return value or None
+
+
+def handle_command(controller, command: str, data: dict, user: str = None) -> Tuple[int, dict]:
+    if not isinstance(data, dict):
+        return 400, {"error": "the body must be a JSON object"}
+    try:
+        if command == "pause":
+            reason = _text(data, "reason")
+            source = _text(data, "source") or (f"user:{user}" if user else "api")
+            controller.pause(reason=reason, source=source)
+        elif command == "resume":
+            controller.resume()
+        elif command == "cancel":
+            controller.cancel()
+        else:
+            return 400, {"error": f"unknown command '{command}'"}
+    except ValueError as error:
+        return 400, {"error": str(error)}
+    except Refused as refused:
+        return 409, {"error": f"cannot {command}: {refused}", "state": controller.get_state()}
+    return 202, {"state": controller.get_state()}

@@ -1,0 +1,521 @@
+"""The pause controller: a state machine on its own thread, fed by a queue.
+
+Threads that call in (OctoPrint's comm threads through the queuing hook, HTTP threads through the API,
+other plugins through the helpers, the event bus) only read flags, put requests on the queue and
+return. The controller thread does the work: it takes and releases the job hold, builds the printer
+state, and sends the pause / resume / cancel G-code through a `PrinterPort`.
+
+The hot path is `on_queuing`: OctoPrint calls it for every line. While nothing is armed it costs one
+attribute read and one set lookup. The printer state is not tracked per line there; a shadow tracker
+on the controller thread follows the print file (and the few non-file commands the hook notes) a
+little behind the printer, so at pause time only the last few lines need reading.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Tuple
+
+from .gcode import StateTracker
+from .gcode.follower import FileFollower
+from .port import JobInfo, PrinterPort
+from .sequences import MotionSettings, PausePlan, Volume, mode_restore, pause_sequence, resume_sequence
+
+IDLE, PAUSING, PAUSED, RESUMING, CANCELLING = "idle", "pausing", "paused", "resuming", "cancelling"
+
+TAG_PAUSE = "safepause:pause"
+TAG_RESUME = "safepause:resume"
+TAG_RESEND = "safepause:resend"
+TAG_CANCEL = "safepause:cancel"
+OWN_TAG_PREFIX = "safepause:"
+
+# Non-file commands that change what the tracker knows; everything else (M105 polls...) is ignored.
+NOTED_GCODES = frozenset(
+    "G0 G1 G2 G3 G10 G11 G20 G21 G28 G29 G30 G90 G91 G92 M82 M83 M104 M109 M140 M190 M141 M191 "
+    "M106 M107 M220 M221 T".split()
+)
+MAX_NOTES = 10000
+SHADOW_INTERVAL = 1.0  # s between shadow tracker catch-ups while printing
+
+
+class Refused(Exception):
+    """A request that does not fit the current state; the message says why."""
+
+
+@dataclass
+class PauseToken:
+    """One pause, from request to its end. Resume and cancel act only on the live token."""
+
+    reason: Optional[str]
+    source: Optional[str]
+    requested_at: float
+    job: JobInfo
+    held_at: Optional[float] = None
+    saved: List[Tuple[str, Optional[str], set]] = field(default_factory=list)
+    filepos: Optional[int] = None  # byte position the print continues from (end of the last line sent)
+    state: object = None  # PrinterState snapshot at the hold
+    plan: Optional[PausePlan] = None
+    heaters_off: bool = False
+
+
+class PauseController:
+    def __init__(
+        self,
+        port: Optional[PrinterPort],
+        emit: Optional[Callable[[str, dict], None]] = None,
+        settings: Optional[Callable[[], dict]] = None,
+        flavour: Optional[Callable[[], str]] = None,
+        logger: Optional[logging.Logger] = None,
+        hold_timeout: float = 2.0,
+    ):
+        self.bind(port, emit, settings, flavour, logger)
+        self.hold_timeout = hold_timeout
+
+        self._requests: queue.Queue = queue.Queue()
+        self._lock = threading.RLock()  # guards state + token + hold ownership; never held while blocking
+        self._armed = False  # read by the hook without the lock: the GIL makes the read atomic
+        self._holding = False  # we own exactly one count of OctoPrint's job hold
+        self._state = IDLE
+        self._since = time.time()
+        self._token: Optional[PauseToken] = None
+        self._last_error: Optional[str] = None
+        self._last: dict = {}
+
+        # Non-file commands (filepos when they went out, line), kept for the whole print so that the
+        # shadow can be rebuilt from the start; bounded, see MAX_NOTES.
+        self._notes: List[Tuple[int, str]] = []
+        self._notes_used = 0
+        self._notes_dropped = False
+        self._shadow: Optional[FileFollower] = None
+        self._shadow_job: Optional[str] = None
+        self._deferred: list = []
+
+        self._thread: Optional[threading.Thread] = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def bind(self, port, emit=None, settings=None, flavour=None, logger=None) -> None:
+        self._port = port
+        self._emit = emit or (lambda name, payload: None)
+        self._settings = settings or dict
+        self._flavour = flavour or (lambda: "marlin")
+        self._log = logger or logging.getLogger(__name__)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="safepause-controller", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping = True
+        self._requests.put_nowait(("stop",))
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._release_hold()
+
+    # ------------------------------------------------------------------ the hook (OctoPrint's threads)
+
+    def on_queuing(self, comm, phase, cmd, cmd_type, gcode, subcode=None, tags=None, *args, **kwargs):
+        if not self._armed:
+            if gcode in NOTED_GCODES and tags and "source:file" not in tags:
+                self._note(comm, cmd, tags)
+            return None
+        if not tags or "source:file" not in tags or TAG_RESEND in tags:
+            return None
+        with self._lock:
+            if not self._armed:
+                return None
+            token = self._token
+            if token is not None:
+                token.saved.append((cmd, cmd_type, set(tags)))
+            if not self._holding:
+                # Synchronously: a hook that only signals lets OctoPrint read on and suppress the rest
+                # of the file (notes §2.6).
+                comm.set_job_on_hold(True)
+                self._holding = True
+                self._requests.put_nowait(("held", token))
+        return (None,)
+
+    def _note(self, comm, cmd, tags) -> None:
+        if any(tag.startswith(OWN_TAG_PREFIX) for tag in tags):
+            return
+        try:
+            position = comm.getFilePosition()
+        except Exception:
+            position = None
+        if not position or position.get("origin") != "local":
+            return
+        with self._lock:
+            if len(self._notes) >= MAX_NOTES:
+                self._notes_dropped = True
+                return
+            self._notes.append((int(position["pos"]), cmd))
+
+    # ------------------------------------------------------------------ requests (any thread)
+
+    def pause(self, reason: Optional[str] = None, source: Optional[str] = None) -> None:
+        """Raises Refused with the reason when a pause does not fit now."""
+        with self._lock:
+            if self._state != IDLE:
+                raise Refused(f"already {self._state}")
+            printer_state = self._port.state()
+            if printer_state != "printing":
+                raise Refused(f"the printer is {printer_state}, not printing")
+            job = self._port.job()
+            if job is None:
+                raise Refused("no print job is selected")
+            if job.origin != "local" or not job.disk_path:
+                raise Refused("only prints streamed from OctoPrint can be held (this is an SD card print)")
+            self._token = PauseToken(reason, source, time.time(), job)
+            self._set_state(PAUSING)
+            self._armed = True
+        self._requests.put_nowait(("pause", self._token))
+
+    def resume(self) -> None:
+        with self._lock:
+            if self._state != PAUSED:
+                raise Refused(f"not paused (state: {self._state})")
+            self._set_state(RESUMING)
+        self._requests.put_nowait(("resume", self._token))
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._state not in (PAUSING, PAUSED):
+                raise Refused(f"nothing to cancel (state: {self._state})")
+            self._set_state(CANCELLING)
+        self._requests.put_nowait(("cancel", self._token, True))
+
+    def try_(self, action: Callable, *args, **kwargs) -> bool:
+        try:
+            action(*args, **kwargs)
+            return True
+        except Refused as refused:
+            self._log.info("SafePause request refused: %s", refused)
+            return False
+
+    def on_printer_event(self, name: str, payload: Optional[dict] = None) -> None:
+        """OctoPrint events, from the event bus thread; handled on the controller thread."""
+        self._requests.put_nowait(("event", name, payload or {}))
+
+    # ------------------------------------------------------------------ state for API / UI
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def holding(self) -> bool:
+        return self._holding
+
+    def get_state(self) -> dict:
+        with self._lock:
+            token = self._token
+            data = {
+                "state": self._state,
+                "since": self._since,
+                "holding": self._holding,
+                "error": self._last_error,
+                "reason": None,
+                "source": None,
+                "file": None,
+                "filepos": None,
+                "saved_line": None,
+                "snapshot": None,
+                "warnings": [],
+            }
+            if token is not None and self._state != IDLE:
+                data.update(
+                    reason=token.reason,
+                    source=token.source,
+                    file=token.job.path,
+                    filepos=token.filepos,
+                    saved_line=token.saved[0][0] if token.saved else None,
+                    snapshot=token.state.as_dict() if token.state is not None else None,
+                    warnings=list(token.plan.warnings) if token.plan else [],
+                    heaters_off=token.heaters_off,
+                )
+            return data
+
+    # ------------------------------------------------------------------ controller thread
+
+    def _run(self) -> None:
+        next_shadow = time.monotonic()
+        while not self._stopping:
+            try:
+                request = self._requests.get(timeout=SHADOW_INTERVAL)
+            except queue.Empty:
+                request = None
+            try:
+                if request is not None:
+                    self._handle(request)
+                if self._state == IDLE and time.monotonic() >= next_shadow:
+                    self._catch_up_shadow()
+                    next_shadow = time.monotonic() + SHADOW_INTERVAL
+            except Exception:
+                self._log.exception("SafePause controller error")
+                self._fail("internal error, see octoprint.log")
+
+    def _handle(self, request) -> None:
+        kind = request[0]
+        if kind == "stop":
+            return
+        if kind == "pause":
+            self._do_pause(request[1])
+        elif kind == "held":
+            pass  # consumed inside _do_pause; a late one after a failure is harmless
+        elif kind == "resume":
+            self._do_resume(request[1])
+        elif kind == "cancel":
+            self._do_cancel(request[1], request[2])
+        elif kind == "event":
+            self._on_event(request[1], request[2])
+
+    def _wait_for_hold(self, token: PauseToken) -> bool:
+        deadline = time.monotonic() + self.hold_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                request = self._requests.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if request[0] == "held" and request[1] is token:
+                return True
+            self._deferred.append(request)
+        # No file line came (long M109/M190/G4, or another plugin holds the job): hold it ourselves.
+        # The hook stays armed for the one line that may still be racing through _send_from_job.
+        with self._lock:
+            if self._holding:
+                return True
+            if self._port.state() != "printing":
+                return False
+            self._port.set_hold(True)
+            self._holding = True
+        # That racing line is read and hooked within microseconds; let it land in token.saved before
+        # the file position is taken, or the snapshot would include a line that is still to be sent.
+        time.sleep(0.05)
+        return True
+
+    def _do_pause(self, token: PauseToken) -> None:
+        if token is not self._token or self._state != PAUSING:
+            return
+        self._deferred = []
+        try:
+            held = self._wait_for_hold(token)
+        except RuntimeError as error:
+            held = False
+            self._log.warning("SafePause could not take the hold: %s", error)
+        if not held:
+            with self._lock:
+                self._armed = False
+            self._finish(f"the print is no longer running ({self._port.state()}): nothing to pause")
+            self._replay_deferred()
+            return
+        token.held_at = time.time()
+        settings = self._motion_settings()
+        token.state = self._state_at(token)
+        token.plan = pause_sequence(token.state, Volume.from_profile(self._port.profile()), settings)
+        for warning in token.plan.warnings:
+            self._log.warning("SafePause: %s", warning)
+        if self._state == PAUSING:  # a cancel may already be waiting in the deferred requests
+            self._send(token.plan.lines, TAG_PAUSE)
+            with self._lock:
+                self._set_state(PAUSED)
+            self._emit("paused", self._event_payload(token))
+        self._replay_deferred()
+
+    def _replay_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        for request in deferred:
+            self._handle(request)
+
+    def _sent_until(self, token: PauseToken) -> Optional[int]:
+        """A byte position between the end of the last file line sent and the end of the next one."""
+        with self._lock:
+            saved = list(token.saved)
+        if saved:
+            for tag in saved[0][2]:
+                if tag.startswith("filepos:"):
+                    # the tag is the end of the saved line; lines before it end at least a byte earlier
+                    return int(tag[8:]) - 1
+        return self._port.file_position()
+
+    def _state_at(self, token: PauseToken):
+        """The tracked state after the last line sent; sets token.filepos to where the print goes on."""
+        end = self._sent_until(token)
+        if end is None:
+            end = 0
+        shadow = self._advance_shadow(token.job, end)
+        token.filepos = shadow.pos
+        return shadow.tracker.state
+
+    def _do_resume(self, token: PauseToken) -> None:
+        if token is not self._token or self._state != RESUMING:
+            return
+        try:
+            if self._port.state() == "cancelling":
+                self._cancel_held(token, ask_octoprint=False)
+                return
+            lines = resume_sequence(
+                token.state,
+                token.plan,
+                Volume.from_profile(self._port.profile()),
+                self._motion_settings(),
+                wait_for_heat=token.heaters_off,
+            )
+            self._send(lines, TAG_RESUME)
+            with self._lock:
+                self._armed = False
+                saved, token.saved = token.saved, []
+            # Re-sent while still held: it goes straight to the send queue, ahead of the next file line.
+            for cmd, _cmd_type, tags in saved:
+                self._port.send([cmd], set(tags) | {TAG_RESEND})
+        finally:
+            self._release_hold()
+        self._emit("resumed", self._event_payload(token))
+        self._finish(None)
+
+    def _do_cancel(self, token: PauseToken, ask_octoprint: bool) -> None:
+        if token is not self._token:
+            return
+        self._cancel_held(token, ask_octoprint)
+
+    def _cancel_held(self, token: PauseToken, ask_octoprint: bool) -> None:
+        with self._lock:
+            self._set_state(CANCELLING)
+            saved, token.saved = token.saved, []
+        try:
+            if token.state is not None and self._holding:
+                self._send(mode_restore(token.state), TAG_CANCEL)
+            if ask_octoprint and self._port.state() not in ("cancelling", "operational", "offline", "error"):
+                # while we still hold: OctoPrint cannot stream on; its cancel script waits for release
+                self._port.cancel({TAG_CANCEL})
+        except RuntimeError as error:
+            self._log.warning("SafePause cancel: %s", error)
+        finally:
+            self._release_hold()
+        if saved:
+            self._log.info("SafePause dropped %d saved line(s) on cancel", len(saved))
+        self._emit("cancelled", self._event_payload(token))
+        self._finish(None)
+
+    def _on_event(self, name: str, payload: dict) -> None:
+        if name == "PrintStarted":
+            self._reset_tracking()
+            return
+        token = self._token
+        if name in ("PrintCancelling", "PrintCancelled") and self._state in (PAUSING, PAUSED, RESUMING):
+            self._cancel_held(token, ask_octoprint=False)
+        elif name in ("PrintFailed", "PrintDone", "Disconnected", "Disconnecting", "Error", "Shutdown"):
+            if self._state in (PAUSING, PAUSED, RESUMING):
+                self._log.warning("SafePause: %s during a hold, ending it", name)
+                with self._lock:
+                    token.saved = []
+                self._release_hold()
+                self._emit("cancelled", self._event_payload(token))
+                self._finish(f"the hold ended because of {name}")
+            self._reset_tracking()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _send(self, lines, tag: str) -> None:
+        if lines:
+            self._port.send(lines, {tag})
+
+    def _release_hold(self) -> None:
+        with self._lock:
+            self._armed = False
+            if not self._holding:
+                return
+            self._holding = False
+        try:
+            self._port.set_hold(False)  # may run the next file line's hook on this thread
+        except RuntimeError as error:
+            self._log.info("SafePause: hold gone with the connection (%s)", error)
+        except Exception:
+            self._log.exception("SafePause: releasing the hold failed")
+
+    def _finish(self, error: Optional[str]) -> None:
+        with self._lock:
+            self._armed = False
+            self._last_error = error
+            self._set_state(IDLE)
+            self._token = None
+        if error:
+            self._log.warning("SafePause: %s", error)
+
+    def _fail(self, message: str) -> None:
+        self._release_hold()
+        self._finish(message)
+
+    def _set_state(self, state: str) -> None:
+        self._state = state
+        self._since = time.time()
+
+    def _event_payload(self, token: PauseToken) -> dict:
+        state = token.state
+        position = None
+        if state is not None:
+            position = {"x": state.x, "y": state.y, "z": state.z, "e": state.e}
+        return {
+            "reason": token.reason,
+            "source": token.source,
+            "file": token.job.path,
+            "origin": token.job.origin,
+            "filepos": token.filepos,
+            "position": position,
+        }
+
+    def _motion_settings(self) -> MotionSettings:
+        values = self._settings() or {}
+        known = {k: v for k, v in values.items() if k in MotionSettings.__dataclass_fields__}
+        return MotionSettings(**known)
+
+    # ------------------------------------------------------------------ shadow tracking
+
+    def _advance_shadow(self, job: JobInfo, end_pos: int) -> FileFollower:
+        shadow = self._shadow
+        if shadow is None or self._shadow_job != job.disk_path or shadow.pos > end_pos:
+            if shadow is not None:
+                shadow.close()
+            shadow = self._shadow = FileFollower(job.disk_path, StateTracker(self._flavour()))
+            self._shadow_job = job.disk_path
+            self._notes_used = 0
+        with self._lock:
+            start = self._notes_used
+            stop = start
+            while stop < len(self._notes) and self._notes[stop][0] <= end_pos:
+                stop += 1
+            notes = self._notes[start:stop]
+            self._notes_used = stop
+        shadow.advance(end_pos, notes)
+        return shadow
+
+    def _reset_tracking(self) -> None:
+        with self._lock:
+            self._notes = []
+            self._notes_used = 0
+            self._notes_dropped = False
+        if self._shadow is not None:
+            self._shadow.close()
+        self._shadow = None
+        self._shadow_job = None
+
+    def _catch_up_shadow(self) -> None:
+        if self._port.state() != "printing":
+            return
+        job = self._port.job()
+        if job is None or job.origin != "local" or not job.disk_path:
+            return
+        pos = self._port.file_position()
+        if pos is None or pos < 1:
+            return
+        # One byte short: the line ending at pos may be inside the hook right now and get suppressed
+        # by a pause; the shadow must never contain a line that is still to be sent.
+        self._advance_shadow(job, pos - 1)
