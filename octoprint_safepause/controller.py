@@ -78,7 +78,8 @@ class PauseController:
         self._requests: queue.Queue = queue.Queue()
         self._lock = threading.RLock()  # guards state + token + hold ownership; never held while blocking
         self._armed = False  # read by the hook without the lock: the GIL makes the read atomic
-        self._holding = False  # we own exactly one count of OctoPrint's job hold
+        self._holding = False  # we own (or have claimed) exactly one count of OctoPrint's job hold
+        self._hold_pending = False  # claimed by the hook, still to be taken by the controller
         self._state = IDLE
         self._since = time.time()
         self._token: Optional[PauseToken] = None
@@ -135,9 +136,11 @@ class PauseController:
                 token.saved.append((cmd, cmd_type, set(tags)))
             if not self._holding:
                 # Synchronously: a hook that only signals lets OctoPrint read on and suppress the rest
-                # of the file (notes §2.6).
-                comm.set_job_on_hold(True)
+                # of the file (notes §2.6). Non-blocking: a thread inside OctoPrint's job_on_hold()
+                # context manager owns the hold mutex and may wait for the job lock this thread holds;
+                # then the controller takes the hold a moment later instead.
                 self._holding = True
+                self._hold_pending = comm.set_job_on_hold(True, blocking=False) is False
                 self._requests.put_nowait(("held", token))
         return (None,)
 
@@ -286,6 +289,9 @@ class PauseController:
             except queue.Empty:
                 break
             if request[0] == "held" and request[1] is token:
+                if self._hold_pending:
+                    self._hold_pending = False
+                    self._take_hold()
                 return True
             self._deferred.append(request)
         # No file line came (long M109/M190/G4, or another plugin holds the job): hold it ourselves.
@@ -295,8 +301,8 @@ class PauseController:
                 return True
             if self._port.state() != "printing":
                 return False
-            self._port.set_hold(True)
-            self._holding = True
+            self._holding = True  # claimed: the hook will not take a second count
+        self._take_hold()
         # That racing line is read and hooked within microseconds; let it land in token.saved before
         # the file position is taken, or the snapshot would include a line that is still to be sent.
         time.sleep(0.05)
@@ -427,6 +433,16 @@ class PauseController:
     def _send(self, lines, tag: str) -> None:
         if lines:
             self._port.send(lines, {tag})
+
+    def _take_hold(self) -> None:
+        """Take the count claimed with _holding; never called with self._lock held (the hold mutex
+        may be owned by a thread that waits for a comm lock whose holder waits for self._lock)."""
+        try:
+            self._port.set_hold(True)
+        except Exception:
+            with self._lock:
+                self._holding = False
+            raise
 
     def _release_hold(self) -> None:
         with self._lock:

@@ -1,0 +1,109 @@
+"""A stand-in for OctoPrint's comm layer at the edge the controller unit tests own.
+
+It reproduces the few behaviours the controller relies on (verified against the real thing in
+tests/integration): file lines are read with OctoPrint's position counting and tags and pass the
+queuing hook before they go out; a job hold stops reading; commands sent while held go straight out,
+in order. The real `MachineCom` is exercised by the integration tests.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import List, Optional, Tuple
+
+from octoprint_safepause.port import JobInfo
+
+
+class FakeComm:
+    def __init__(self, path: str, controller):
+        self.path = path
+        self.controller = controller
+        self.hold = 0
+        self.pos = 0
+        self.fileline = 0
+        self.wire: List[Tuple[str, set]] = []  # what reached the printer, in order
+        self.lock = threading.RLock()
+        self._handle = open(path, encoding="utf-8-sig", errors="replace", newline="")
+        self.done = False
+
+    # the MachineCom surface the hook uses
+    def set_job_on_hold(self, value: bool, blocking: bool = True) -> bool:
+        with self.lock:
+            self.hold = self.hold + 1 if value else max(0, self.hold - 1)
+        return True
+
+    def getFilePosition(self):
+        return {"origin": "local", "filename": self.path, "pos": self.pos}
+
+    def stream(self, max_lines: Optional[int] = None) -> int:
+        """Send file lines until the hold stops us (or max_lines / EOF); returns lines sent."""
+        sent = 0
+        while max_lines is None or sent < max_lines:
+            with self.lock:
+                if self.hold or self.done:
+                    break
+                line = self._next_line()
+                if line is None:
+                    self.done = True
+                    break
+                tags = {"source:file", f"filepos:{self.pos}", f"fileline:{self.fileline}"}
+                gcode = line.split()[0].upper() if line.split() else None
+                result = self.controller.on_queuing(self, "queuing", line, None, gcode, tags=tags)
+                if result is None:
+                    self.wire.append((line, tags))
+                    sent += 1
+        return sent
+
+    def _next_line(self) -> Optional[str]:
+        while True:
+            raw = self._handle.readline()
+            if not raw:
+                return None
+            self.pos += len(raw.encode("utf-8"))
+            stripped = raw.split(";", 1)[0].strip()
+            if stripped:
+                self.fileline += 1
+                return stripped
+
+    def command(self, line: str, tags: set) -> None:
+        """A non-file command (terminal, jog) as OctoPrint queues it."""
+        gcode = line.split()[0].upper()
+        if self.controller.on_queuing(self, "queuing", line, None, gcode, tags=tags) is None:
+            self.wire.append((line, tags))
+
+
+class FakePort:
+    """PrinterPort over FakeComm."""
+
+    def __init__(self, comm: FakeComm, profile: Optional[dict] = None, origin: str = "local"):
+        self.comm = comm
+        self.printer_state = "printing"
+        self.origin = origin
+        self.cancelled = False
+        self.hold_raises = False
+        self._profile = profile or {"volume": {"width": 200, "depth": 200, "height": 200}}
+
+    def send(self, lines, tags):
+        for line in lines:
+            self.comm.command(line, set(tags))
+
+    def set_hold(self, value):
+        if self.hold_raises:
+            raise RuntimeError("No connection to the printer")
+        self.comm.set_job_on_hold(value)
+
+    def state(self):
+        return self.printer_state
+
+    def job(self):
+        return JobInfo(self.origin, "part.gcode", self.comm.path, "part.gcode", None)
+
+    def file_position(self):
+        return self.comm.pos
+
+    def cancel(self, tags):
+        self.cancelled = True
+        self.printer_state = "cancelling"
+
+    def profile(self):
+        return self._profile

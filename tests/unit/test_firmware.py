@@ -1,0 +1,16 @@
+from octoprint_safepause.firmware import choose_flavour, flavour_from_firmware_name
+
+
+def test_names_reported_by_real_firmwares():
+    assert flavour_from_firmware_name("Marlin 2.1.2.1 (Jul  5 2023 12:00:00)") == "marlin"
+    assert flavour_from_firmware_name("Prusa-Firmware 3.13.2 based on Marlin") == "prusa"
+    assert flavour_from_firmware_name("Klipper") == "klipper"
+    assert flavour_from_firmware_name("RepRapFirmware for Duet 3 MB6HC") == "reprapfirmware"
+    assert flavour_from_firmware_name("") is None
+    assert flavour_from_firmware_name(None) is None
+
+
+def test_setting_wins_unless_auto():
+    assert choose_flavour("klipper", "marlin") == "klipper"
+    assert choose_flavour("auto", "prusa") == "prusa"
+    assert choose_flavour("auto", None) == "marlin"
