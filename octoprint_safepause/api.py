@@ -5,8 +5,6 @@ Pure enough to unit-test: no Flask here; the plugin turns (status, body) into a 
 
 from __future__ import annotations
 
-from typing import Tuple
-
 from .controller import Refused
 
 COMMANDS = {"pause": [], "resume": [], "cancel": []}
@@ -25,7 +23,7 @@ def _text(data: dict, key: str):
     return value or None
 
 
-def handle_command(controller, command: str, data: dict, user: str = None) -> Tuple[int, dict]:
+def handle_command(controller, command: str, data: dict, user: str = None) -> tuple[int, dict]:
     if not isinstance(data, dict):
         return 400, {"error": "the body must be a JSON object"}
     try:

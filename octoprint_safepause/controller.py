@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import Callable
 
 from .gcode import StateTracker
 from .gcode.follower import FileFollower
@@ -35,8 +35,7 @@ OWN_TAG_PREFIX = "safepause:"
 
 # Non-file commands that change what the tracker knows; everything else (M105 polls...) is ignored.
 NOTED_GCODES = frozenset(
-    "G0 G1 G2 G3 G10 G11 G20 G21 G28 G29 G30 G90 G91 G92 M82 M83 M104 M109 M140 M190 M141 M191 "
-    "M106 M107 M220 M221 T".split()
+    ["G0", "G1", "G2", "G3", "G10", "G11", "G20", "G21", "G28", "G29", "G30", "G90", "G91", "G92", "M82", "M83", "M104", "M109", "M140", "M190", "M141", "M191", "M106", "M107", "M220", "M221", "T"]
 )
 MAX_NOTES = 10000
 SHADOW_INTERVAL = 1.0  # s between shadow tracker catch-ups while printing
@@ -50,26 +49,26 @@ class Refused(Exception):
 class PauseToken:
     """One pause, from request to its end. Resume and cancel act only on the live token."""
 
-    reason: Optional[str]
-    source: Optional[str]
+    reason: str | None
+    source: str | None
     requested_at: float
     job: JobInfo
-    held_at: Optional[float] = None
-    saved: List[Tuple[str, Optional[str], set]] = field(default_factory=list)
-    filepos: Optional[int] = None  # byte position the print continues from (end of the last line sent)
+    held_at: float | None = None
+    saved: list[tuple[str, str | None, set]] = field(default_factory=list)
+    filepos: int | None = None  # byte position the print continues from (end of the last line sent)
     state: object = None  # PrinterState snapshot at the hold
-    plan: Optional[PausePlan] = None
+    plan: PausePlan | None = None
     heaters_off: bool = False
 
 
 class PauseController:
     def __init__(
         self,
-        port: Optional[PrinterPort],
-        emit: Optional[Callable[[str, dict], None]] = None,
-        settings: Optional[Callable[[], dict]] = None,
-        flavour: Optional[Callable[[], str]] = None,
-        logger: Optional[logging.Logger] = None,
+        port: PrinterPort | None,
+        emit: Callable[[str, dict], None] | None = None,
+        settings: Callable[[], dict] | None = None,
+        flavour: Callable[[], str] | None = None,
+        logger: logging.Logger | None = None,
         hold_timeout: float = 2.0,
     ):
         self.bind(port, emit, settings, flavour, logger)
@@ -82,20 +81,20 @@ class PauseController:
         self._hold_pending = False  # claimed by the hook, still to be taken by the controller
         self._state = IDLE
         self._since = time.time()
-        self._token: Optional[PauseToken] = None
-        self._last_error: Optional[str] = None
+        self._token: PauseToken | None = None
+        self._last_error: str | None = None
         self._last: dict = {}
 
         # Non-file commands (filepos when they went out, line), kept for the whole print so that the
         # shadow can be rebuilt from the start; bounded, see MAX_NOTES.
-        self._notes: List[Tuple[int, str]] = []
+        self._notes: list[tuple[int, str]] = []
         self._notes_used = 0
         self._notes_dropped = False
-        self._shadow: Optional[FileFollower] = None
-        self._shadow_job: Optional[str] = None
+        self._shadow: FileFollower | None = None
+        self._shadow_job: str | None = None
         self._deferred: list = []
 
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self._stopping = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -161,7 +160,7 @@ class PauseController:
 
     # ------------------------------------------------------------------ requests (any thread)
 
-    def pause(self, reason: Optional[str] = None, source: Optional[str] = None) -> None:
+    def pause(self, reason: str | None = None, source: str | None = None) -> None:
         """Raises Refused with the reason when a pause does not fit now."""
         with self._lock:
             if self._state != IDLE:
@@ -201,7 +200,7 @@ class PauseController:
             self._log.info("SafePause request refused: %s", refused)
             return False
 
-    def on_printer_event(self, name: str, payload: Optional[dict] = None) -> None:
+    def on_printer_event(self, name: str, payload: dict | None = None) -> None:
         """OctoPrint events, from the event bus thread; handled on the controller thread."""
         self._requests.put_nowait(("event", name, payload or {}))
 
@@ -341,7 +340,7 @@ class PauseController:
         for request in deferred:
             self._handle(request)
 
-    def _sent_until(self, token: PauseToken) -> Optional[int]:
+    def _sent_until(self, token: PauseToken) -> int | None:
         """A byte position between the end of the last file line sent and the end of the next one."""
         with self._lock:
             saved = list(token.saved)
@@ -457,7 +456,7 @@ class PauseController:
         except Exception:
             self._log.exception("SafePause: releasing the hold failed")
 
-    def _finish(self, error: Optional[str]) -> None:
+    def _finish(self, error: str | None) -> None:
         with self._lock:
             self._armed = False
             self._last_error = error

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 # Checked in order: Prusa's firmware names itself "Prusa-Firmware" and is Marlin-based.
 _NAME_HINTS = (
     ("prusa", "prusa"),
@@ -14,7 +12,7 @@ _NAME_HINTS = (
 )
 
 
-def flavour_from_firmware_name(name: Optional[str]) -> Optional[str]:
+def flavour_from_firmware_name(name: str | None) -> str | None:
     lowered = (name or "").lower()
     for hint, flavour in _NAME_HINTS:
         if hint in lowered:
@@ -22,7 +20,7 @@ def flavour_from_firmware_name(name: Optional[str]) -> Optional[str]:
     return None
 
 
-def choose_flavour(setting: Optional[str], detected: Optional[str]) -> str:
+def choose_flavour(setting: str | None, detected: str | None) -> str:
     """The setting wins unless it is "auto"; auto without a detected firmware falls back to Marlin 2."""
     if setting and setting != "auto":
         return setting

@@ -7,17 +7,18 @@ tests adapt a bare `MachineCom` the same way, and the unit tests use a fake.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional, Protocol
+from typing import Protocol
 
 
 @dataclass(frozen=True)
 class JobInfo:
     origin: str  # "local" or "sdcard"
     path: str  # OctoPrint's storage path, e.g. "folder/part.gcode"
-    disk_path: Optional[str]  # where the file lies on disk (None for SD prints)
+    disk_path: str | None  # where the file lies on disk (None for SD prints)
     name: str
-    size: Optional[int]
+    size: int | None
 
 
 class PrinterPort(Protocol):
@@ -31,10 +32,10 @@ class PrinterPort(Protocol):
         """One of: offline, operational, starting, printing, pausing, paused, resuming, cancelling,
         finishing, error."""
 
-    def job(self) -> Optional[JobInfo]:
+    def job(self) -> JobInfo | None:
         """The file being printed, or None."""
 
-    def file_position(self) -> Optional[int]:
+    def file_position(self) -> int | None:
         """Byte offset after the last line OctoPrint read from the print file, or None."""
 
     def cancel(self, tags: set) -> None:
@@ -64,7 +65,7 @@ _STATE_IDS = {
 }
 
 
-def state_from_id(state_id: Optional[str]) -> str:
+def state_from_id(state_id: str | None) -> str:
     return _STATE_IDS.get(state_id or "OFFLINE", "offline")
 
 

@@ -8,7 +8,7 @@ translation, `pos += len(line.encode("utf-8"))`, a BOM counted up front), so a `
 from __future__ import annotations
 
 import codecs
-from typing import Iterable, Optional, Tuple
+from collections.abc import Iterable
 
 
 class FileFollower:
@@ -16,11 +16,11 @@ class FileFollower:
         self.tracker = tracker
         with open(path, "rb") as raw:
             head = raw.read(len(codecs.BOM_UTF8))
-        self._handle = open(path, encoding="utf-8-sig", errors="replace", newline="")
+        self._handle = open(path, encoding="utf-8-sig", errors="replace", newline="")  # noqa: SIM115 (kept open across calls)
         self.pos = len(codecs.BOM_UTF8) if head == codecs.BOM_UTF8 else 0
-        self._pending: Optional[Tuple[str, int]] = None  # read, but it ends beyond the last target
+        self._pending: tuple[str, int] | None = None  # read, but it ends beyond the last target
 
-    def advance(self, end_pos: int, notes: Iterable[Tuple[int, str]] = ()) -> int:
+    def advance(self, end_pos: int, notes: Iterable[tuple[int, str]] = ()) -> int:
         """Feed every line that ends at or before `end_pos`; each note (filepos, line) goes in after
         the file lines ending at or before its filepos. Returns the position reached."""
         feed = self.tracker.feed

@@ -9,7 +9,6 @@ in order. The real `MachineCom` is exercised by the integration tests.
 from __future__ import annotations
 
 import threading
-from typing import List, Optional, Tuple
 
 from octoprint_safepause.port import JobInfo
 
@@ -21,9 +20,9 @@ class FakeComm:
         self.hold = 0
         self.pos = 0
         self.fileline = 0
-        self.wire: List[Tuple[str, set]] = []  # what reached the printer, in order
+        self.wire: list[tuple[str, set]] = []  # what reached the printer, in order
         self.lock = threading.RLock()
-        self._handle = open(path, encoding="utf-8-sig", errors="replace", newline="")
+        self._handle = open(path, encoding="utf-8-sig", errors="replace", newline="")  # noqa: SIM115 (kept open across calls)
         self.done = False
 
     # the MachineCom surface the hook uses
@@ -35,7 +34,7 @@ class FakeComm:
     def getFilePosition(self):
         return {"origin": "local", "filename": self.path, "pos": self.pos}
 
-    def stream(self, max_lines: Optional[int] = None) -> int:
+    def stream(self, max_lines: int | None = None) -> int:
         """Send file lines until the hold stops us (or max_lines / EOF); returns lines sent."""
         sent = 0
         while max_lines is None or sent < max_lines:
@@ -54,7 +53,7 @@ class FakeComm:
                     sent += 1
         return sent
 
-    def _next_line(self) -> Optional[str]:
+    def _next_line(self) -> str | None:
         while True:
             raw = self._handle.readline()
             if not raw:
@@ -75,7 +74,7 @@ class FakeComm:
 class FakePort:
     """PrinterPort over FakeComm."""
 
-    def __init__(self, comm: FakeComm, profile: Optional[dict] = None, origin: str = "local"):
+    def __init__(self, comm: FakeComm, profile: dict | None = None, origin: str = "local"):
         self.comm = comm
         self.printer_state = "printing"
         self.origin = origin
