@@ -412,19 +412,22 @@ class PauseController:
 
     def _on_event(self, name: str, payload: dict) -> None:
         if name == "PrintStarted":
-            self._reset_tracking()
+            # Only the shadow: notes of the new print's start script may already be in, while the
+            # previous print's notes were dropped when it ended.
+            self._drop_shadow()
             return
         token = self._token
-        if name in ("PrintCancelling", "PrintCancelled") and self._state in (PAUSING, PAUSED, RESUMING):
+        holding = self._state in (PAUSING, PAUSED, RESUMING)
+        if name in ("PrintCancelling", "PrintCancelled") and holding:
             self._cancel_held(token, ask_octoprint=False)
-        elif name in ("PrintFailed", "PrintDone", "Disconnected", "Disconnecting", "Error", "Shutdown"):
-            if self._state in (PAUSING, PAUSED, RESUMING):
-                self._log.warning("SafePause: %s during a hold, ending it", name)
-                with self._lock:
-                    token.saved = []
-                self._release_hold()
-                self._emit("cancelled", self._event_payload(token))
-                self._finish(f"the hold ended because of {name}")
+        elif name in ("PrintFailed", "PrintDone", "Disconnected", "Disconnecting", "Error", "Shutdown") and holding:
+            self._log.warning("SafePause: %s during a hold, ending it", name)
+            with self._lock:
+                token.saved = []
+            self._release_hold()
+            self._emit("cancelled", self._event_payload(token))
+            self._finish(f"the hold ended because of {name}")
+        if name in ("PrintCancelled", "PrintFailed", "PrintDone", "Disconnected", "Error"):
             self._reset_tracking()
 
     # ------------------------------------------------------------------ helpers
@@ -517,10 +520,14 @@ class PauseController:
             self._notes = []
             self._notes_used = 0
             self._notes_dropped = False
+        self._drop_shadow()
+
+    def _drop_shadow(self) -> None:
         if self._shadow is not None:
             self._shadow.close()
         self._shadow = None
         self._shadow_job = None
+        self._notes_used = 0
 
     def _catch_up_shadow(self) -> None:
         if self._port.state() != "printing":
