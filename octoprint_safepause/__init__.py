@@ -6,8 +6,10 @@ from flask_babel import gettext
 from octoprint.access import USER_GROUP
 from octoprint.access.permissions import Permissions
 
-from . import api
+from . import api, motion_settings
 from .controller import PauseController
+from .firmware import choose_flavour, flavour_from_firmware_name
+from .gcode import FLAVOURS
 from .port import OctoPrintPort
 
 FORWARDED_EVENTS = frozenset(
@@ -23,22 +25,11 @@ FORWARDED_EVENTS = frozenset(
     ]
 )
 
-SETTINGS_DEFAULTS = {
-    "firmware": "marlin",
-    "hold_timeout": 2.0,
-    "retract_length": 2.0,
-    "retract_speed": 35.0,
-    "lift": 5.0,
-    "clearance": 2.0,
-    "park_enabled": True,
-    "park_x": 0.0,
-    "park_y": 0.0,
-    "travel_speed": 100.0,
-    "z_speed": 10.0,
-    "prime_extra": 0.0,
-    "min_extrude_temp": 170.0,
-    "top_margin": 0.0,
-}
+SETTINGS_DEFAULTS = dict(
+    motion_settings.defaults(),
+    firmware="auto",  # or one of gcode.FLAVOURS; auto = from the firmware's M115 name, else Marlin 2
+    hold_timeout=2.0,  # s to wait for a file line before taking the hold without one (long M109/G4)
+)
 
 
 class SafePausePlugin(
@@ -49,6 +40,7 @@ class SafePausePlugin(
     octoprint.plugin.SimpleApiPlugin,
 ):
     def __init__(self):
+        self._detected_flavour = None
         # Built before OctoPrint injects anything, so that its bound `on_queuing` can be registered
         # as the hook itself (no extra call layer per line); it gets its port in initialize().
         self.controller = PauseController(port=None)
@@ -59,8 +51,8 @@ class SafePausePlugin(
         self.controller.bind(
             OctoPrintPort(self._printer, self._file_manager, self._printer_profile_manager),
             emit=self._fire,
-            settings=self._motion_settings,
-            flavour=lambda: self._settings.get(["firmware"]) or "marlin",
+            settings=self._raw_settings,
+            flavour=self._flavour,
             logger=self._logger,
         )
         self.controller.hold_timeout = float(self._settings.get_float(["hold_timeout"]) or 2.0)
@@ -78,17 +70,33 @@ class SafePausePlugin(
     def get_settings_defaults(self):
         return dict(SETTINGS_DEFAULTS)
 
-    def _motion_settings(self):
-        values = {key: self._settings.get([key]) for key in SETTINGS_DEFAULTS}
-        motion = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        motion.pop("hold_timeout", None)
-        park = None
-        if values.get("park_enabled"):
-            park = (motion.pop("park_x", 0.0), motion.pop("park_y", 0.0))
-        motion.pop("park_x", None)
-        motion.pop("park_y", None)
-        motion["park"] = park
-        return motion
+    def _raw_settings(self):
+        return {key: self._settings.get([key]) for key in SETTINGS_DEFAULTS}
+
+    def _flavour(self):
+        setting = self._settings.get(["firmware"])
+        return choose_flavour(setting if setting in FLAVOURS else "auto", self._detected_flavour)
+
+    def on_settings_save(self, data):
+        # Refused values are dropped (the old value stays) and reported, never half-applied.
+        profile = self._printer_profile_manager.get_current_or_default()
+        candidate = dict(self._raw_settings(), **{k: v for k, v in data.items() if k in SETTINGS_DEFAULTS})
+        _clean, errors = motion_settings.validate(candidate, profile)
+        if data.get("firmware") not in (None, "auto", *FLAVOURS):
+            errors["firmware"] = f"unknown firmware '{data.get('firmware')}'"
+        if "hold_timeout" in data:
+            try:
+                if not 0.1 <= float(data["hold_timeout"]) <= 60:
+                    raise ValueError
+            except (TypeError, ValueError):
+                errors["hold_timeout"] = "hold_timeout must be a number of seconds from 0.1 to 60"
+        accepted = {k: v for k, v in data.items() if k not in errors}
+        if errors:
+            self._logger.warning("SafePause settings refused: %s", errors)
+            self._plugin_manager.send_plugin_message(self._identifier, {"type": "settings_errors", "errors": errors})
+        octoprint.plugin.SettingsPlugin.on_settings_save(self, accepted)
+        self.controller.hold_timeout = float(self._settings.get_float(["hold_timeout"]) or 2.0)
+        return errors
 
     # ~~ hooks
 
@@ -103,6 +111,9 @@ class SafePausePlugin(
                 "dangerous": False,
             }
         ]
+
+    def on_firmware_info(self, comm, firmware_name, firmware_data, *args, **kwargs):
+        self._detected_flavour = flavour_from_firmware_name(firmware_name)
 
     def register_custom_events(self, *args, **kwargs):
         return ["paused", "resumed", "cancelled"]
@@ -169,6 +180,7 @@ def __plugin_load__():
         "octoprint.comm.protocol.gcode.queuing": (plugin.controller.on_queuing, 1),
         "octoprint.access.permissions": plugin.get_additional_permissions,
         "octoprint.events.register_custom_events": plugin.register_custom_events,
+        "octoprint.comm.protocol.firmware.info": plugin.on_firmware_info,
     }
     __plugin_helpers__ = {
         "pause": plugin.helper_pause,

@@ -22,8 +22,19 @@ from typing import Callable
 
 from .gcode import StateTracker
 from .gcode.follower import FileFollower
+from .motion_settings import motion_kwargs
 from .port import JobInfo, PrinterPort
-from .sequences import MotionSettings, PausePlan, Volume, mode_restore, pause_sequence, resume_sequence
+from .sequences import (
+    MotionSettings,
+    PausePlan,
+    Volume,
+    heater_policy,
+    mode_restore,
+    needs_reheat,
+    pause_sequence,
+    resume_sequence,
+)
+from .templates_gcode import TemplateError, build_context, render
 
 IDLE, PAUSING, PAUSED, RESUMING, CANCELLING = "idle", "pausing", "paused", "resuming", "cancelling"
 
@@ -59,6 +70,9 @@ class PauseToken:
     state: object = None  # PrinterState snapshot at the hold
     plan: PausePlan | None = None
     heaters_off: bool = False
+    heater_done: frozenset = frozenset()  # heater-policy actions taken during this hold
+    next_heater_check: float | None = None  # hold seconds at which the policy acts next
+    warnings: list[str] = field(default_factory=list)
 
 
 class PauseController:
@@ -238,8 +252,9 @@ class PauseController:
                     filepos=token.filepos,
                     saved_line=token.saved[0][0] if token.saved else None,
                     snapshot=token.state.as_dict() if token.state is not None else None,
-                    warnings=list(token.plan.warnings) if token.plan else [],
+                    warnings=(list(token.plan.warnings) if token.plan else []) + token.warnings,
                     heaters_off=token.heaters_off,
+                    heater_action_in=self._heater_action_in(token),
                 )
             return data
 
@@ -255,8 +270,11 @@ class PauseController:
             try:
                 if request is not None:
                     self._handle(request)
-                if self._state == IDLE and time.monotonic() >= next_shadow:
-                    self._catch_up_shadow()
+                if time.monotonic() >= next_shadow:
+                    if self._state == IDLE:
+                        self._catch_up_shadow()
+                    elif self._state == PAUSED:
+                        self._heater_tick(self._token)
                     next_shadow = time.monotonic() + SHADOW_INTERVAL
             except Exception:
                 self._log.exception("SafePause controller error")
@@ -323,17 +341,54 @@ class PauseController:
             self._replay_deferred()
             return
         token.held_at = time.time()
-        settings = self._motion_settings()
+        values, profile, settings = self._current_settings()
+        volume = Volume.from_profile(profile)
         token.state = self._state_at(token)
-        token.plan = pause_sequence(token.state, Volume.from_profile(self._port.profile()), settings)
-        for warning in token.plan.warnings:
+        token.plan = pause_sequence(token.state, volume, settings, temperatures=self._port.temperatures())
+        lines = list(token.plan.lines)
+        try:
+            lines += self._render("pause_template", values, token, profile, settings, volume)
+        except TemplateError as error:
+            # the safe part (retract, lift, park) still goes out; only the user's extra lines are skipped
+            token.warnings.append(f"pause template skipped: {error}")
+        for warning in token.plan.warnings + token.warnings:
             self._log.warning("SafePause: %s", warning)
+        token.next_heater_check = 0.0
         if self._state == PAUSING:  # a cancel may already be waiting in the deferred requests
-            self._send(token.plan.lines, TAG_PAUSE)
+            self._send(lines, TAG_PAUSE)
             with self._lock:
                 self._set_state(PAUSED)
             self._emit("paused", self._event_payload(token))
+            self._heater_tick(token)
         self._replay_deferred()
+
+    def _render(self, key, values, token, profile, settings, volume) -> list:
+        text = values.get(key) or ""
+        if not text.strip():
+            return []
+        context = build_context(token.state, profile, settings, plan=token.plan, volume=volume)
+        return render(text, context, name=key)
+
+    def _heater_tick(self, token: PauseToken | None) -> None:
+        """The long-hold heater policy: acts when its next action is due."""
+        if token is None or token.held_at is None or token.next_heater_check is None:
+            return
+        held = time.time() - token.held_at
+        if held < token.next_heater_check:
+            return
+        _, _, settings = self._current_settings()
+        step = heater_policy(token.state, settings, held, token.heater_done, flavour=token.plan.flavour)
+        if step.lines and self._state == PAUSED:
+            self._send(step.lines, TAG_PAUSE)
+            self._log.info("SafePause heater policy after %.0f s of hold: %s", held, ", ".join(step.lines))
+        token.heater_done = step.done
+        token.heaters_off = token.heaters_off or step.heaters_off
+        token.next_heater_check = step.next_check
+
+    def _heater_action_in(self, token: PauseToken) -> float | None:
+        if token.held_at is None or token.next_heater_check is None:
+            return None
+        return max(0.0, token.next_heater_check - (time.time() - token.held_at))
 
     def _replay_deferred(self) -> None:
         deferred, self._deferred = self._deferred, []
@@ -367,13 +422,19 @@ class PauseController:
             if self._port.state() == "cancelling":
                 self._cancel_held(token, ask_octoprint=False)
                 return
-            lines = resume_sequence(
-                token.state,
-                token.plan,
-                Volume.from_profile(self._port.profile()),
-                self._motion_settings(),
-                wait_for_heat=token.heaters_off,
-            )
+            values, profile, settings = self._current_settings()
+            volume = Volume.from_profile(profile)
+            try:
+                at_park = self._render("resume_template", values, token, profile, settings, volume)
+            except TemplateError as error:
+                # Nothing has moved yet: stay paused and holding, and say why.
+                with self._lock:
+                    self._set_state(PAUSED)
+                    self._last_error = f"resume refused, the resume template failed: {error}"
+                self._log.warning("SafePause: %s", self._last_error)
+                return
+            wait = token.heaters_off or needs_reheat(token.state, self._port.temperatures())
+            lines = resume_sequence(token.state, token.plan, volume, settings, wait_for_heat=wait, at_park=at_park)
             self._send(lines, TAG_RESUME)
             with self._lock:
                 self._armed = False
@@ -396,8 +457,9 @@ class PauseController:
             self._set_state(CANCELLING)
             saved, token.saved = token.saved, []
         try:
-            if token.state is not None and self._holding:
-                self._send(mode_restore(token.state), TAG_CANCEL)
+            if token.plan is not None and self._holding:  # the pause lines went out: undo their modes
+                _, _, settings = self._current_settings()
+                self._send(mode_restore(token.state, token.plan, settings), TAG_CANCEL)
             if ask_octoprint and self._port.state() not in ("cancelling", "operational", "offline", "error"):
                 # while we still hold: OctoPrint cannot stream on; its cancel script waits for release
                 self._port.cancel({TAG_CANCEL})
@@ -490,10 +552,12 @@ class PauseController:
             "position": position,
         }
 
-    def _motion_settings(self) -> MotionSettings:
+    def _current_settings(self):
+        """(raw values, printer profile, validated MotionSettings); a refused value falls back to its
+        default, so a bad setting can never stop a pause."""
         values = self._settings() or {}
-        known = {k: v for k, v in values.items() if k in MotionSettings.__dataclass_fields__}
-        return MotionSettings(**known)
+        profile = self._port.profile() or {}
+        return values, profile, MotionSettings(**motion_kwargs(values, profile))
 
     # ------------------------------------------------------------------ shadow tracking
 

@@ -35,6 +35,9 @@ class PrinterPort(Protocol):
     def job(self) -> JobInfo | None:
         """The file being printed, or None."""
 
+    def temperatures(self) -> dict:
+        """OctoPrint's current readings: {"tool0": {"actual": .., "target": ..}, "bed": {...}}."""
+
     def file_position(self) -> int | None:
         """Byte offset after the last line OctoPrint read from the print file, or None."""
 
@@ -99,6 +102,9 @@ class OctoPrintPort:
             except Exception:
                 disk_path = None
         return JobInfo(origin, path, disk_path, file.get("name") or path, file.get("size"))
+
+    def temperatures(self):
+        return self._printer.get_current_temperatures() or {}
 
     def file_position(self):
         progress = self._printer.get_current_data().get("progress") or {}

@@ -431,7 +431,7 @@ def pause_sequence(
             safe_z = travel_z = target
             if target < wanted - EPS:
                 warnings.append(f"lift clamped to Z={_num(target)} by the top of the build volume")
-            xy_clear = True
+            xy_clear = _clears(target, state.max_z, top, settings)
         elif wanted > z + EPS:
             warnings.append(
                 f"no headroom above Z={_num(z)} (top of the volume): no lift, no XY travel; "

@@ -80,6 +80,7 @@ class FakePort:
         self.origin = origin
         self.cancelled = False
         self.hold_raises = False
+        self.temps = {}
         self._profile = profile or {"volume": {"width": 200, "depth": 200, "height": 200}}
 
     def send(self, lines, tags):
@@ -99,6 +100,9 @@ class FakePort:
 
     def file_position(self):
         return self.comm.pos
+
+    def temperatures(self):
+        return self.temps
 
     def cancel(self, tags):
         self.cancelled = True

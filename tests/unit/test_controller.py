@@ -47,7 +47,7 @@ def rig(tmp_path):
     controller.bind(
         port,
         emit=lambda name, payload: events.append((name, payload)),
-        settings=lambda: {"park": (0.0, 0.0), "lift": 5.0},
+        settings=lambda: {"park_x": 0.0, "park_y": 0.0, "lift": 5.0},
     )
     controller.start()
     yield controller, comm, port, events
