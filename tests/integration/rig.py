@@ -1,0 +1,989 @@
+"""In-process integration rig: OctoPrint's real `MachineCom` against its real `VirtualPrinter`.
+
+Follows notes/octoprint-1.11-internals.md §6 ("Standalone use without a server"). OctoPrint's settings,
+plugin manager and event manager are process-wide singletons, so there is ONE `Rig` per process
+(`Rig.instance()`); tests share it and swap hooks through `rig.hooks` (read at call time, so no
+reconnect is needed), while `connect()` builds a fresh `MachineCom` + `VirtualPrinter` when needed.
+
+Ground truth is taken at the virtual printer's `write`: every line that reached the firmware, in
+order, with `N<n> ` and `*checksum` stripped and resent line numbers counted once. Each line carries
+the tags OctoPrint had for it (taken in the `sending` phase right before the write and confirmed in the
+`sent` phase right after it, both on the sending thread); out-of-band writes (emergency M108) have
+`tags=None`. Moves, heat-ups and dwells are instant by default (`connect(speed=...)` to slow them):
+a shared file of 7.6k lines streams in ~1.5 s, the 80k-line ones in ~20 s.
+
+    rig = Rig.instance()
+    rig.connect()
+    rig.hooks["queuing"] = my_hook              # hook(comm, phase, cmd, cmd_type, gcode, subcode=, tags=)
+    rig.print_file(SHARED_GCODE / "09_...gcode", profile="shared_210x210x205")
+    assert rig.wait_done(60) == "PrintDone"
+    report = check_file_lines(rig.records(), path)
+    assert report.ok, report
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import octoprint.plugin
+import octoprint.settings
+from octoprint.events import Events, eventManager
+from octoprint.plugins.virtual_printer import VirtualPrinterPlugin
+from octoprint.plugins.virtual_printer.virtual import VirtualPrinter
+from octoprint.printer.profile import PrinterProfileManager
+from octoprint.util import comm as comm_module
+from octoprint.util import dict_merge
+from octoprint.util.comm import MachineCom, MachineComPrintCallback, PrintingGcodeFileInformation
+
+REPO = Path(__file__).resolve().parents[2]
+
+try:
+    from octoprint_safepause.port import JobInfo, state_from_id
+except ImportError:
+    # port.py is self-contained; loading it alone keeps the rig (and test_rig) usable while another
+    # part of the package does not import. Normally the package import above is what runs.
+    import importlib.util
+
+    _spec = importlib.util.spec_from_file_location(
+        "_safepause_port", REPO / "octoprint_safepause" / "port.py"
+    )
+    _port = sys.modules["_safepause_port"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_port)
+    JobInfo, state_from_id = _port.JobInfo, _port.state_from_id
+SHARED = REPO.parent / "shared"
+SHARED_GCODE = SHARED / "gcode"
+
+sys.path.insert(0, str(REPO / "scripts"))
+import sandbox  # noqa: E402  (scripts/ is not a package; it owns the config lookup and shared profiles)
+
+log = logging.getLogger("safepause.rig")
+
+# Hook names the rig registers once per MachineCom; each delegates to rig.hooks[<key>] at call time.
+HOOK_NAMES = {
+    "queuing": "octoprint.comm.protocol.gcode.queuing",
+    "queued": "octoprint.comm.protocol.gcode.queued",
+    "sending": "octoprint.comm.protocol.gcode.sending",
+    "sent": "octoprint.comm.protocol.gcode.sent",
+    "received": "octoprint.comm.protocol.gcode.received",
+    "scripts": "octoprint.comm.protocol.scripts",
+    "atcommand_queuing": "octoprint.comm.protocol.atcommand.queuing",
+}
+PLUGIN_ID = "safepause"  # hooks are registered under our id, so rewrites get the tag "plugin:safepause"
+
+# Events the rig fires on OctoPrint's event bus (emulating what `Printer` fires from the comm callbacks).
+PRINT_EVENTS = (
+    Events.PRINT_STARTED,
+    Events.PRINT_DONE,
+    Events.PRINT_FAILED,
+    Events.PRINT_CANCELLING,
+    Events.PRINT_CANCELLED,
+    Events.PRINT_PAUSED,
+    Events.PRINT_RESUMED,
+    Events.PRINTER_STATE_CHANGED,
+    Events.CONNECTED,
+    Events.DISCONNECTED,
+    Events.ERROR,
+)
+TERMINAL_EVENTS = (Events.PRINT_DONE, Events.PRINT_CANCELLED, Events.PRINT_FAILED)
+
+_NUMBERED = re.compile(r"^N(-?\d+)\s+(.*?)\*\d+$")
+_M110 = re.compile(r"^M110(?:\s+N(-?\d+))?", re.IGNORECASE)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ground truth
+
+
+@dataclass
+class Received:
+    """One line the virtual printer got, once (resends are folded into the first transmission)."""
+
+    cmd: str  # without line number and checksum
+    n: int | None  # line number it was sent with, None if unnumbered
+    tags: frozenset | None = None  # tags from the `sent` phase; None for out-of-band writes
+    resends: int = 0  # how many times it was resent
+
+    def tag_value(self, prefix: str) -> str | None:
+        for tag in self.tags or ():
+            if tag.startswith(prefix):
+                return tag[len(prefix) :]
+        return None
+
+    @property
+    def fileline(self) -> int | None:
+        value = self.tag_value("fileline:") if self.tags and "source:file" in self.tags else None
+        return int(value) if value is not None else None
+
+
+class Capture:
+    """Reassembles the byte stream written to the firmware into lines; folds resends by line number."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._buffer = b""
+        self._records: list[Received] = []
+        self._by_n: dict[int, Received] = {}
+        self._last_n: int | None = None
+        self._raw: list[str] = []
+        self._local = threading.local()  # the record the current thread wrote last (for the sent hook)
+
+    def clear(self):
+        with self._lock:
+            self._records = []
+            self._raw = []
+            # keep _by_n/_last_n: a resend after clear() must still be recognised as one
+
+    def expect(self, tags) -> None:
+        """Called from the `sending` phase, on the sending thread right before the write: the line about
+        to be written gets these tags at once (the `sent` phase confirms them after the write)."""
+        self._local.pending = frozenset(tags) if tags is not None else None
+
+    def feed(self, data: bytes):
+        with self._lock:
+            self._buffer += data
+            while b"\n" in self._buffer:
+                line, self._buffer = self._buffer.split(b"\n", 1)
+                # resends skip the sending phase: whatever is pending belongs to no other line
+                pending, self._local.pending = getattr(self._local, "pending", None), None
+                self._local.last = self._line(line.decode("ascii", errors="replace").strip(), pending)
+
+    def _line(self, text: str, tags) -> Received | None:
+        self._raw.append(text)
+        match = _NUMBERED.match(text)
+        if not match:
+            record = Received(text, None, tags)
+            self._records.append(record)
+            return record
+        n, cmd = int(match.group(1)), match.group(2).strip()
+        m110 = _M110.match(cmd)
+        if m110:
+            # the printer's line counter restarts here; earlier numbers are no longer resends
+            self._by_n.clear()
+            self._last_n = int(m110.group(1) or 0)
+        elif self._last_n is not None and n <= self._last_n and n in self._by_n:
+            self._by_n[n].resends += 1
+            return None
+        else:
+            self._last_n = n
+        record = Received(cmd, n, tags)
+        self._by_n[n] = record
+        self._records.append(record)
+        return record
+
+    def tag_last(self, cmd: str, tags) -> None:
+        """Called from the `sent` phase (same thread as the write, right after it): the final tags, after
+        any `sending`-phase rewrite."""
+        record = getattr(self._local, "last", None)
+        self._local.last = None
+        if record is not None and tags is not None and record.cmd == cmd.strip():
+            record.tags = frozenset(tags)
+
+    def records(self) -> list[Received]:
+        with self._lock:
+            return list(self._records)
+
+    def raw(self) -> list[str]:
+        with self._lock:
+            return list(self._raw)
+
+
+@dataclass
+class FileLineReport:
+    """Result of `check_file_lines`: what went wrong with the file lines, with enough context to debug."""
+
+    expected: int
+    delivered: int
+    missing: list = field(default_factory=list)  # filelines never delivered
+    duplicates: list = field(default_factory=list)  # (fileline, count)
+    reorders: list = field(default_factory=list)  # (previous fileline, fileline) where order went back
+    mismatches: list = field(default_factory=list)  # (fileline, expected text, delivered text)
+    rewritten: list = field(default_factory=list)  # filelines sent rewritten/expanded by a hook (info)
+    suppressed_by_octoprint: list = field(default_factory=list)  # filelines OctoPrint itself blocks
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.duplicates or self.reorders or self.mismatches)
+
+    def __str__(self):
+        def head(items, k=10):
+            return f"{items[:k]}{f' ...(+{len(items) - k})' if len(items) > k else ''}"
+
+        status = "OK" if self.ok else "FAILED"
+        return (
+            f"file lines {status}: expected {self.expected}, delivered {self.delivered}; "
+            f"missing={head(self.missing)} duplicates={head(self.duplicates)} "
+            f"reorders={head(self.reorders)} mismatches={head(self.mismatches, 3)}"
+        )
+
+
+def file_lines(path) -> list[str]:
+    """The file as OctoPrint's reader yields it (comments stripped, blank lines dropped); index 0 is
+    `fileline:1`. Uses OctoPrint's own `PrintingGcodeFileInformation` so the numbering is identical."""
+    info = PrintingGcodeFileInformation(str(path))
+    info.start()
+    lines = []
+    try:
+        while True:
+            line, _pos, lineno = info.getNext()
+            if line is None:
+                return lines
+            assert lineno == len(lines) + 1
+            lines.append(line)
+    finally:
+        info.close()
+
+
+def octoprint_blocks(cmd: str) -> bool:
+    """True for file lines OctoPrint itself suppresses (serial.blockedCommands/ignoredCommands)."""
+    gcode = comm_module.gcode_command_for_cmd(cmd)
+    try:
+        s = octoprint.settings.settings()
+        blocked = (s.get(["serial", "blockedCommands"]) or []) + (s.get(["serial", "ignoredCommands"]) or [])
+    except ValueError:  # settings not initialised (no rig in this process): OctoPrint's defaults
+        blocked = ["M0", "M1"]
+    return gcode in blocked
+
+
+def check_file_lines(
+    records: Iterable[Received],
+    path,
+    complete: bool = True,
+    suppressed: Callable[[str], bool] = octoprint_blocks,
+) -> FileLineReport:
+    """Every line of `path` reached the printer exactly once and in order.
+
+    File lines are recognised by their tags (`source:file` + `fileline:<n>`), so injected lines (pause
+    gcode, restore gcode) are ignored whatever their text, and a re-sent saved line (original tags + a
+    marker) counts as the file line. Lines carrying a file line's tags with other text (a rewrite or an
+    expansion by a hook) stand for that line only if tagged `source:rewrite` and no exact copy was sent;
+    otherwise they are mismatches. With `complete=False` (cancelled print) only the prefix up to the
+    last delivered file line must be whole.
+    """
+    expected = file_lines(path)
+    delivered = [r for r in records if r.fileline is not None]
+    report = FileLineReport(expected=len(expected), delivered=len(delivered))
+    exact: dict[int, list[int]] = {}  # fileline -> positions of copies with the file's text
+    other: dict[int, list[int]] = {}  # fileline -> positions of entries with other text
+    for position, record in enumerate(delivered):
+        number = record.fileline
+        text = expected[number - 1] if 0 < number <= len(expected) else None
+        (exact if record.cmd == text else other).setdefault(number, []).append(position)
+    for number, positions in other.items():
+        if number in exact:
+            report.rewritten.append(number)  # expansion around the line itself
+        elif all("source:rewrite" in delivered[p].tags for p in positions):
+            exact[number] = positions[:1]
+            report.rewritten.append(number)
+        else:
+            text = expected[number - 1] if 0 < number <= len(expected) else None
+            report.mismatches.extend((number, text, delivered[p].cmd) for p in positions)
+    previous = 0
+    for _position, number in sorted((positions[0], number) for number, positions in exact.items()):
+        if number < previous:
+            report.reorders.append((previous, number))
+        previous = max(previous, number)
+    report.duplicates = [(number, len(p)) for number, p in sorted(exact.items()) if len(p) > 1]
+    last = len(expected) if complete else max(exact, default=0)
+    for number in range(1, last + 1):
+        if number not in exact:
+            if suppressed(expected[number - 1]):
+                report.suppressed_by_octoprint.append(number)
+            else:
+                report.missing.append(number)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the firmware
+
+
+class _OverlaySettings:
+    """The virtual printer's settings with per-connection overrides on top (it reads them once in __init__)."""
+
+    def __init__(self, base, overrides):
+        self._base = base
+        self._overrides = overrides or {}
+
+    def get(self, path, **kwargs):
+        if path and path[0] in self._overrides:
+            value = self._overrides[path[0]]
+            base = self._base.get(path[:1], **kwargs)
+            if isinstance(value, dict) and isinstance(base, dict):
+                value = dict_merge(base, value)
+            for key in path[1:]:
+                value = value[key]
+            return copy.deepcopy(value)
+        return self._base.get(path, **kwargs)
+
+    def get_int(self, path, **kwargs):
+        value = self.get(path, **kwargs)
+        return None if value is None else int(value)
+
+    def get_float(self, path, **kwargs):
+        value = self.get(path, **kwargs)
+        return None if value is None else float(value)
+
+    def get_boolean(self, path, **kwargs):
+        value = self.get(path, **kwargs)
+        if isinstance(value, str):
+            return value.lower() in ("true", "yes", "y", "1")
+        return bool(value)
+
+    def __getattr__(self, name):
+        return getattr(self._base, name)
+
+
+class RigVirtualPrinter(VirtualPrinter):
+    """OctoPrint's VirtualPrinter plus a write tap (ground truth) and a speed factor.
+
+    `speed`: moves, heat-ups and dwells take 1/speed of the simulated time (None/0: instant). Done with
+    properties over the feed/flow multipliers so a file's own M220/M221 still work, scaled.
+    """
+
+    def __init__(self, *args, capture: Capture, speed: float | None, **kwargs):
+        self._capture = capture
+        self._speed = speed
+        self._feed = self._flow = 100.0
+        super().__init__(*args, **kwargs)
+
+    def _factor(self):
+        # inf, not just huge: the move duration becomes exactly 0 and _performMove skips time.sleep(),
+        # whose ~0.1-0.3 ms minimum would otherwise bound streaming at the planner buffer's pace
+        return self._speed if self._speed else math.inf
+
+    @property
+    def _feedrate_multiplier(self):
+        return self._feed * self._factor()
+
+    @_feedrate_multiplier.setter
+    def _feedrate_multiplier(self, value):
+        self._feed = value
+
+    @property
+    def _flowrate_multiplier(self):
+        return self._flow * self._factor()
+
+    @_flowrate_multiplier.setter
+    def _flowrate_multiplier(self, value):
+        self._flow = value
+
+    def _simulateTemps(self, delta=0.5):
+        if self._speed is not None and self._speed <= 1:
+            return super()._simulateTemps(delta=delta)
+        # heat-up at 10 °C/s would make every M109 take ~20 s: jump to the targets instead
+        for i in range(len(self.temp)):
+            self.temp[i] = self.pinnedExtruders.get(i, self.targetTemp[i] or self._ambient_temperature)
+        self.bedTemp = self.bedTargetTemp or self._ambient_temperature
+        self.chamberTemp = self.chamberTargetTemp or self._ambient_temperature
+        self.lastTempAt = time.monotonic()
+
+    def _waitForHeatup(self, heater, only_wait_if_higher):
+        if self._speed is None or self._speed > 1:
+            self._simulateTemps()  # so the wait loop's first test already passes (no 1 s sleep)
+        return super()._waitForHeatup(heater, only_wait_if_higher)
+
+    def _gcode_G4(self, data):
+        match = re.search(r"([PS])([0-9.]+)", data)
+        seconds = 0.0
+        if match:
+            seconds = float(match.group(2)) / (1000.0 if match.group(1) == "P" else 1.0)
+        time.sleep(seconds / self._factor())
+
+    def close(self):
+        outgoing = self.outgoing
+        super().close()
+        if outgoing is not None:
+            outgoing.put("")  # wake the comm's readline now instead of after its read timeout (10 s)
+
+    def write(self, data):
+        written = super().write(data)
+        if written:
+            self._capture.feed(bytes(data[:written]))
+        return written
+
+
+# ---------------------------------------------------------------------------------------------------------
+# callbacks: what `Printer` would do on top of MachineCom
+
+
+class RigCallback(MachineComPrintCallback):
+    """Records state changes and fires (on OctoPrint's event bus) the events `Printer` would fire, and
+    runs the job scripts `Printer` would run (`part_of_job=True`, so a job hold defers them as in OctoPrint)."""
+
+    def __init__(self, rig: Rig):
+        self._rig = rig
+        self.comm: MachineCom | None = None  # set right after construction
+
+    def __getattribute__(self, name):
+        # a closed MachineCom's threads may still call back while the next connection runs: drop those
+        get = object.__getattribute__
+        if (
+            name.startswith("on_comm_")
+            and name != "on_comm_state_change"
+            and get(self, "comm") is not get(self, "_rig").comm
+        ):
+            return lambda *args, **kwargs: None
+        return get(self, name)
+
+    def on_comm_log(self, message):
+        self._rig._log_lines.append(message)
+
+    def on_comm_state_change(self, state):
+        if self.comm is self._rig.comm:
+            self._rig._state_changed(state)
+
+    def on_comm_print_job_started(self, suppress_script=False, user=None):
+        payload = self._rig._job_payload()
+        self._rig._fire(Events.PRINT_STARTED, payload)
+        if not suppress_script:
+            self._rig._script("beforePrintStarted", payload)
+
+    def on_comm_print_job_done(self, suppress_script=False):
+        payload = self._rig._job_payload(time=self._rig.comm.getPrintTime())
+        self._rig._fire(Events.PRINT_DONE, payload)
+        if not suppress_script:
+            self._rig._script("afterPrintDone", payload)
+
+    def on_comm_print_job_failed(self, reason=None):
+        self._rig._fire(Events.PRINT_FAILED, self._rig._job_payload(reason=reason or "error"))
+
+    def on_comm_print_job_cancelling(self, firmware_error=None, user=None):
+        payload = self._rig._job_payload()
+        if firmware_error:
+            payload["firmwareError"] = firmware_error
+        self._rig._fire(Events.PRINT_CANCELLING, payload)
+
+    def on_comm_print_job_cancelled(self, suppress_script=False, user=None):
+        comm = self._rig.comm
+        payload = self._rig._job_payload(
+            position=comm.cancel_position.as_dict() if comm.cancel_position else None,
+            fileposition=(comm.getFilePosition() or {}).get("pos"),
+            progress=comm.getPrintProgress(),
+        )
+        self._rig._fire(Events.PRINT_CANCELLED, payload)
+        if not suppress_script:
+            self._rig._script("afterPrintCancelled", payload)
+        self._rig._fire(Events.PRINT_FAILED, dict(payload, reason="cancelled"))
+
+    def on_comm_print_job_paused(self, suppress_script=False, user=None):
+        comm = self._rig.comm
+        payload = self._rig._job_payload(
+            position=comm.pause_position.as_dict() if comm.pause_position and not suppress_script else None,
+            fileposition=(comm.getFilePosition() or {}).get("pos"),
+            progress=comm.getPrintProgress(),
+        )
+        self._rig._fire(Events.PRINT_PAUSED, payload)
+        if not suppress_script:
+            self._rig._script("afterPrintPaused", payload)
+
+    def on_comm_print_job_resumed(self, suppress_script=False, user=None):
+        payload = self._rig._job_payload()
+        self._rig._fire(Events.PRINT_RESUMED, payload)
+        if not suppress_script:
+            self._rig._script("beforePrintResumed", payload)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the rig
+
+
+@dataclass
+class StateChange:
+    old: str  # MachineCom state ids, e.g. "PRINTING"
+    new: str
+    at: float
+
+
+class Rig:
+    _instance: Rig | None = None
+    _instance_lock = threading.Lock()
+
+    @classmethod
+    def instance(cls, basedir=None) -> Rig:
+        """The process-wide rig (OctoPrint's singletons allow only one)."""
+        with cls._instance_lock:
+            if cls._instance is None:
+                cls._instance = cls(basedir)
+            return cls._instance
+
+    def __init__(self, basedir=None, serial_log: bool = True):
+        if octoprint.settings._instance is not None:
+            raise RuntimeError("OctoPrint settings already initialised in this process; use Rig.instance()")
+        t0 = time.monotonic()
+        self._own_basedir = basedir is None
+        self.basedir = Path(basedir or tempfile.mkdtemp(prefix="safepause-rig-"))
+        self.basedir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sandbox.test_config_path(), self.basedir / "config.yaml")
+        self.settings = octoprint.settings.settings(init=True, basedir=str(self.basedir))
+        self.logs = self.basedir / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self._setup_logging(serial_log)
+
+        self.plugin_manager = octoprint.plugin.plugin_manager(
+            init=True, plugin_folders=[], plugin_entry_points=[]
+        )
+        self.plugin_manager.get_hooks = self._get_hooks
+        self.profiles = PrinterProfileManager()
+        for profile in sandbox.printer_profiles().values():  # one per build volume of the shared files
+            self.profiles.save(profile, allow_overwrite=True)
+        self._vp_settings = octoprint.plugin.plugin_settings(
+            "virtual_printer", defaults=VirtualPrinterPlugin().get_settings_defaults()
+        )
+        self.events = eventManager()
+        for name in PRINT_EVENTS:
+            self.events.subscribe(name, self._deliver)
+        self.events.fire(Events.STARTUP)  # the bus holds every event back until Startup
+
+        # swappable per test: rig.hooks["queuing"] = fn  (same signatures as OctoPrint's hooks)
+        self.hooks: dict[str, Callable] = {}
+        self.on_state_change: Callable[[str, str], None] | None = None  # port strings, event-bus thread
+        self.on_print_event: Callable[[str, dict], None] | None = None  # event-bus thread
+
+        self.capture = Capture()
+        self.comm: MachineCom | None = None
+        self._closed_comm: MachineCom | None = None  # closed by itself (error), threads not reaped yet
+        self.printer: RigVirtualPrinter | None = None
+        self.job: JobInfo | None = None
+        self.speed: float | None = None
+        self._virtual_overrides: dict = {}
+        self._cond = threading.Condition()
+        self._state_id = "OFFLINE"
+        self._state_changes: list[StateChange] = []
+        self._events: list[tuple] = []  # (name, payload) as fired, in firing order
+        self._log_lines = []
+        self.setup_seconds = time.monotonic() - t0
+
+    # ----- plumbing
+
+    def _setup_logging(self, serial_log):
+        formatter = logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+        handler = logging.FileHandler(self.logs / "octoprint.log")
+        handler.setFormatter(formatter)
+        handler.setLevel(logging.INFO)
+        root = logging.getLogger("octoprint")
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        serial_logger = logging.getLogger("SERIAL")
+        serial_logger.propagate = False  # Send:/Recv: per line would flood pytest's log capture
+        if serial_log:
+            handler = logging.FileHandler(self.logs / "serial.log")
+            handler.setFormatter(logging.Formatter("%(asctime)s - %(message)s"))
+            serial_logger.addHandler(handler)
+            serial_logger.setLevel(logging.DEBUG)
+        else:
+            serial_logger.setLevel(logging.CRITICAL)
+
+    def _get_hooks(self, name):
+        if name == "octoprint.comm.transport.serial.factory":
+            return {"virtual_printer": self._serial_factory}
+        for key, hook_name in HOOK_NAMES.items():
+            if hook_name == name:
+                return {PLUGIN_ID: self._delegator(key)}
+        return {}
+
+    def _delegator(self, key):
+        if key == "sending":
+
+            def sending(comm, phase, cmd, cmd_type, gcode, *args, **kwargs):
+                self.capture.expect(kwargs.get("tags"))
+                hook = self.hooks.get("sending")
+                return hook(comm, phase, cmd, cmd_type, gcode, *args, **kwargs) if hook else None
+
+            return sending
+        if key == "sent":
+
+            def sent(comm, phase, cmd, cmd_type, gcode, *args, **kwargs):
+                self.capture.tag_last(cmd, kwargs.get("tags"))
+                hook = self.hooks.get("sent")
+                return hook(comm, phase, cmd, cmd_type, gcode, *args, **kwargs) if hook else None
+
+            return sent
+        if key == "received":
+
+            def received(comm, line, *args, **kwargs):
+                hook = self.hooks.get("received")
+                return hook(comm, line, *args, **kwargs) if hook else line
+
+            return received
+
+        def delegate(*args, **kwargs):
+            hook = self.hooks.get(key)
+            return hook(*args, **kwargs) if hook else None
+
+        return delegate
+
+    def _serial_factory(self, comm_instance, port, baudrate, read_timeout):
+        if port != "VIRTUAL":
+            return None
+        data_folder = self.basedir / "data" / "virtual_printer"
+        data_folder.mkdir(parents=True, exist_ok=True)
+        self.printer = RigVirtualPrinter(
+            _OverlaySettings(self._vp_settings, self._virtual_overrides),
+            self.profiles,
+            data_folder=str(data_folder),
+            read_timeout=float(read_timeout),
+            faked_baudrate=baudrate,
+            capture=self.capture,
+            speed=self.speed,
+        )
+        return self.printer
+
+    def _virtual_setting(self, path):
+        return _OverlaySettings(self._vp_settings, self._virtual_overrides).get(path)
+
+    def _state_changed(self, state):
+        comm = self.comm
+        new = comm.getStateId(state)
+        closed = new in ("CLOSED", "CLOSED_WITH_ERROR")
+        with self._cond:
+            old, self._state_id = self._state_id, new
+            self._state_changes.append(StateChange(old, new, time.monotonic()))
+            if closed:
+                # like Printer: no comm after a close, so the port raises RuntimeError
+                self.comm, self._closed_comm = None, comm
+            self._cond.notify_all()
+        if old == "PRINTING" and new in ("CLOSED", "ERROR", "CLOSED_WITH_ERROR") and self.job:
+            self._fire(Events.PRINT_FAILED, self._job_payload(reason="error", error=comm.getErrorString()))
+        if closed:
+            self._fire(Events.DISCONNECTED, None)
+        if new == "ERROR":
+            self._fire(Events.ERROR, {"error": comm.getErrorString()})
+        # Printer reports a closed connection as OFFLINE (it has dropped its comm by then)
+        self._fire(
+            Events.PRINTER_STATE_CHANGED, {"state_id": "OFFLINE" if closed else new, "old_state_id": old}
+        )
+        if new == "OPERATIONAL" and old in ("OFFLINE", "OPEN_SERIAL", "DETECT_SERIAL", "CONNECTING"):
+            self._fire(Events.CONNECTED, {"port": "VIRTUAL", "baudrate": 115200})
+
+    def _fire(self, name, payload):
+        with self._cond:
+            self._events.append((name, payload))
+            self._cond.notify_all()
+        self.events.fire(name, payload)
+
+    def _deliver(self, name, payload):
+        # runs on OctoPrint's event-bus thread, like a plugin's on_event
+        try:
+            if name == Events.PRINTER_STATE_CHANGED:
+                if self.on_state_change:
+                    self.on_state_change(
+                        state_from_id(payload["old_state_id"]), state_from_id(payload["state_id"])
+                    )
+            elif self.on_print_event:
+                self.on_print_event(name, payload)
+        except Exception:
+            log.exception("rig event handler failed for %s", name)
+
+    def _job_payload(self, **extra):
+        job = self.job
+        payload = {"name": job.name, "path": job.path, "origin": job.origin, "size": job.size} if job else {}
+        payload.update(extra)
+        return payload
+
+    def _script(self, name, payload):
+        if self.comm is not None:
+            self.comm.sendGcodeScript(
+                name, part_of_job=True, replacements={"event": payload}, tags={"trigger:printer.script"}
+            )
+
+    # ----- connection
+
+    def connect(self, timeout: float = 15.0, speed: float | None = None, virtual: dict | None = None):
+        """Connect (a fresh MachineCom + VirtualPrinter) and wait for Operational. `speed`: see
+        RigVirtualPrinter (None: instant moves). `virtual`: overrides of the virtual printer's settings,
+        e.g. {"numExtruders": 2}. Reconnects if already connected with other parameters."""
+        virtual = virtual or {}
+        unchanged = virtual == self._virtual_overrides and speed == self.speed
+        if unchanged and self.comm is not None and self.state_id() == "OPERATIONAL":
+            return self
+        self.disconnect()
+        self.speed, self._virtual_overrides = speed, virtual
+        with self._cond:
+            self._state_id = "OFFLINE"
+        callback = RigCallback(self)
+        self.comm = callback.comm = MachineCom(
+            "VIRTUAL", 115200, callbackObject=callback, printerProfileManager=self.profiles
+        )
+        self.comm.start()
+        self.wait_state("operational", timeout=timeout)
+        # let the on-connect burst (M110, M115, M155) finish so it does not mix into the next capture
+        comm = self.comm
+        self.wait_for(
+            lambda: (
+                comm._firmware_info_received
+                and not comm._send_queue.unfinished_tasks
+                and not comm._command_queue.unfinished_tasks
+            ),
+            timeout=timeout,
+        )
+        return self
+
+    def disconnect(self, timeout: float = 10.0):
+        comm, self._closed_comm = self.comm or self._closed_comm, None
+        if comm is None:
+            return
+        comm.close(wait=False)  # -> CLOSED -> self.comm = None (a no-op if it closed itself on an error)
+        # The send loop would wait for an "ok" forever (a daemon-thread leak in OctoPrint too). Set the
+        # inner Event: close() leaves the CountedEvent's mutex acquired by whichever thread closed.
+        comm._clear_to_send._event.set()
+        for thread in (comm.monitoring_thread, comm.sending_thread):
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(timeout)
+        self.comm = None
+        self.printer = None
+
+    def shutdown(self):
+        self.disconnect()
+        self.events.fire(Events.SHUTDOWN)
+        logging.getLogger("octoprint").handlers.clear()
+        logging.getLogger("SERIAL").handlers.clear()
+        if self._own_basedir and not os.environ.get("KEEP"):
+            shutil.rmtree(self.basedir, ignore_errors=True)
+
+    # ----- state
+
+    def state_id(self) -> str:
+        """MachineCom's state id, e.g. "PRINTING"; "OFFLINE" without a connection."""
+        comm = self.comm
+        return comm.getStateId() if comm is not None else "OFFLINE"
+
+    def state(self) -> str:
+        return state_from_id(self.state_id())
+
+    def state_changes(self) -> list[StateChange]:
+        with self._cond:
+            return list(self._state_changes)
+
+    def fired(self, name: str | None = None) -> list:
+        """Events fired so far (synchronously recorded; `on_print_event` gets them later on the bus)."""
+        with self._cond:
+            return [e for e in self._events if name is None or e[0] == name]
+
+    def wait_state(self, *states: str, timeout: float = 10.0) -> str:
+        """Wait until the comm state is one of `states` (port strings like "printing" or ids like "PAUSED")."""
+
+        def match():
+            sid = self.state_id()
+            return sid in states or state_from_id(sid) in states
+
+        with self._cond:
+            if not self._cond.wait_for(match, timeout):
+                raise TimeoutError(
+                    f"state {self.state_id()} not in {states} after {timeout}s; {self.diagnose()}"
+                )
+        return self.state_id()
+
+    def wait_event(self, name: str, timeout: float = 10.0, since: int = 0) -> dict:
+        """Wait until event `name` has been fired (counting from index `since` in `fired()`)."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: any(e[0] == name for e in self._events[since:]), timeout)
+            if not ok:
+                raise TimeoutError(f"no {name} after {timeout}s; {self.diagnose()}")
+            return next(e[1] for e in self._events[since:] if e[0] == name)
+
+    def wait_done(self, timeout: float = 60.0) -> str:
+        """Wait until the current print ends and the printer is operational again. Returns the first
+        terminal event of the job: "PrintDone", "PrintCancelled" or "PrintFailed"."""
+        start = self._job_events_start
+
+        def finished():
+            ended = any(e[0] in TERMINAL_EVENTS for e in self._events[start:])
+            return ended and self.state_id() in ("OPERATIONAL", "OFFLINE", "ERROR")
+
+        with self._cond:
+            if not self._cond.wait_for(finished, timeout):
+                raise TimeoutError(f"print not finished after {timeout}s; {self.diagnose()}")
+            return next(e[0] for e in self._events[start:] if e[0] in TERMINAL_EVENTS)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.005):
+        """Poll `predicate` (for conditions the rig has no event for, e.g. a line count)."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"condition not met after {timeout}s; {self.diagnose()}")
+            time.sleep(interval)
+
+    def diagnose(self) -> str:
+        comm = self.comm
+        pos = comm.getFilePosition() if comm else None
+        hold = comm._job_on_hold.counter if comm else None
+        last = [r.cmd for r in self.capture.records()[-5:]]
+        return (
+            f"state={self.state_id()} filepos={pos} hold={hold} last_sent={last} log={self._log_lines[-5:]}"
+        )
+
+    # ----- printing
+
+    _job_events_start = 0
+
+    def use_profile(self, profile) -> dict:
+        """Select a printer profile: an id saved before, or a dict (saved first; see `make_profile`)."""
+        if isinstance(profile, dict):
+            profile = self.profiles.save(copy.deepcopy(profile), allow_overwrite=True)["id"]
+        if not self.profiles.select(profile):
+            raise ValueError(f"unknown printer profile {profile!r}")
+        return self.profiles.get_current_or_default()
+
+    def print_file(self, path, profile=None, clear: bool = True, copy_to_uploads: bool = False) -> JobInfo:
+        """Select a local file and start printing it (MachineCom.selectFile + startPrint). `profile`: see
+        `use_profile`, default: the shared profile matching the file's name, else OctoPrint's default."""
+        path = Path(path).resolve()
+        if profile is None:
+            profile = sandbox.profile_for_gcode(path.name)
+        if profile is not None:
+            self.use_profile(profile)
+        tools = self.profiles.get_current_or_default()["extruder"]["count"]
+        if tools != self._virtual_setting(["numExtruders"]):
+            # OctoPrint refuses T<n> beyond the profile, the virtual printer beyond its own count: match them
+            self.connect(speed=self.speed, virtual=dict(self._virtual_overrides, numExtruders=tools))
+        if copy_to_uploads:
+            uploads = Path(self.settings.getBaseFolder("uploads"))
+            shutil.copyfile(path, uploads / path.name)
+            path = uploads / path.name
+        if self.state_id() != "OPERATIONAL":
+            raise RuntimeError(f"cannot print in state {self.state_id()}")
+        if clear:
+            self.clear()
+        self.job = JobInfo("local", path.name, str(path), path.name, path.stat().st_size)
+        with self._cond:
+            self._job_events_start = len(self._events)
+        self.comm.selectFile(str(path), False, tags={"trigger:rig.print_file"})
+        self.comm.startPrint(tags={"trigger:rig.print_file"})
+        return self.job
+
+    def cancel(self, tags: Iterable[str] = ()):
+        if self.comm is not None:
+            self.comm.cancelPrint(tags=set(tags) | {"trigger:rig.cancel"})
+
+    def clear(self):
+        """Forget captured lines and recorded events/state changes."""
+        self.capture.clear()
+        with self._cond:
+            self._events.clear()
+            self._state_changes.clear()
+            self._job_events_start = 0
+        self._log_lines.clear()
+
+    def send(self, *lines: str, tags: Iterable[str] = ()):
+        """Send commands like the terminal would (command queue while printing, direct while held)."""
+        for line in lines:
+            self.comm.sendCommand(line, tags=set(tags) | {"source:rig"})
+
+    def debug(self, command: str):
+        """Virtual printer debug command, e.g. rig.debug("sleep_after_next M109 5") or "drop_connection"."""
+        self.send(f"!!DEBUG:{command}")
+
+    def fake_ok(self):
+        """OctoPrint's "Fake Acknowledgement"."""
+        self.comm.fakeOk()
+
+    def continue_after_m600(self, timeout: float = 30.0):
+        """The virtual printer answers M600 (file 11) with //action:paused and never sends its "ok":
+        wait for OctoPrint's Paused state, acknowledge by hand and resume."""
+        self.wait_state("PAUSED", timeout=timeout)
+        self.fake_ok()
+        self.comm.setPause(False, tags={"trigger:rig.continue_after_m600"})
+
+    def hold_count(self) -> int | None:
+        return self.comm._job_on_hold.counter if self.comm else None
+
+    # ----- ground truth
+
+    def records(self) -> list[Received]:
+        return self.capture.records()
+
+    def received(self) -> list[str]:
+        """Every line the printer received since the last clear(), once each, in order."""
+        return [r.cmd for r in self.capture.records()]
+
+    def raw(self) -> list[str]:
+        """Every line as written, with line numbers, checksums and resends."""
+        return self.capture.raw()
+
+    def port(self) -> ComPort:
+        return ComPort(self)
+
+    # ----- per-test reset
+
+    def reset(self, timeout: float = 15.0):
+        """Between tests: drop hooks and callbacks, end any print, release leaked holds, clear captures."""
+        self.hooks.clear()
+        self.on_state_change = None
+        self.on_print_event = None
+        comm = self.comm
+        if comm is not None and comm.isOperational():
+            with contextlib.suppress(Exception):
+                while comm._job_on_hold.counter > 0:
+                    comm.set_job_on_hold(False)
+                if comm.isBusy():
+                    comm.cancelPrint(tags={"trigger:rig.reset"})
+            try:
+                self.wait_state("operational", timeout=timeout)
+            except TimeoutError:
+                self.disconnect()
+        elif comm is not None:
+            self.disconnect()
+        self.job = None
+        self.clear()
+
+
+class ComPort:
+    """`octoprint_safepause.port.PrinterPort` over the rig's MachineCom, behaving like `OctoPrintPort` over
+    OctoPrint's printer: the tags a plugin's `self._printer` proxy adds are added here too."""
+
+    PLUGIN_TAGS = frozenset({"source:plugin", f"plugin:{PLUGIN_ID}"})
+
+    def __init__(self, rig: Rig):
+        self._rig = rig
+
+    def _comm(self) -> MachineCom:
+        comm = self._rig.comm
+        if comm is None:
+            raise RuntimeError("No connection to the printer")  # what Printer raises too
+        return comm
+
+    def send(self, lines, tags):
+        comm = self._comm()
+        tags = set(tags) | self.PLUGIN_TAGS | {"trigger:printer.commands"}
+        for line in lines:
+            comm.sendCommand(line, tags=tags)
+
+    def set_hold(self, value):
+        self._comm().set_job_on_hold(value)
+
+    def state(self):
+        return state_from_id(self._rig.state_id())
+
+    def job(self):
+        # like printer.get_current_job(): the selected file stays selected after the print, until a close
+        return self._rig.job if self._rig.comm is not None else None
+
+    def cancel(self, tags):
+        self._comm().cancelPrint(tags=set(tags) | self.PLUGIN_TAGS | {"trigger:printer.cancel_print"})
+
+    def profile(self):
+        return self._rig.profiles.get_current_or_default()
+
+
+def make_profile(identifier: str, width: float, depth: float, height: float, **overrides) -> dict:
+    """A full printer profile: OctoPrint's defaults, the build volume, then `overrides` (deep-merged),
+    e.g. make_profile("tiny", 120, 120, 60, extruder={"count": 2})."""
+    profile = dict_merge(
+        PrinterProfileManager.default,
+        {"id": identifier, "name": identifier, "volume": {"width": width, "depth": depth, "height": height}},
+    )
+    return dict_merge(profile, overrides)
