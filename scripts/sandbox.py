@@ -36,7 +36,19 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+
+
+def _find_shared() -> Path:
+    """The project's read-only material (gcode corpus, offline config): beside the clone normally;
+    SAFEPAUSE_SHARED overrides, and /work/shared serves a clone made elsewhere on this machine."""
+    candidates = [os.environ.get("SAFEPAUSE_SHARED"), REPO.parent / "shared", "/work/shared"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "gcode").is_dir():
+            return Path(candidate)
+    return REPO.parent / "shared"
+
+
+SHARED = _find_shared()
 
 ADMIN = ("admin", "test", "SAFEPAUSE_TEST_APIKEY_0123456789abcdefABCDEF")
 # read-only group: may look, may not print/pause/cancel (no PRINT permission), for permission tests

@@ -22,12 +22,14 @@ import os
 import re
 from pathlib import Path
 
+from ..corpus import GCODE_DIR as CORPUS_DIR
+
 NAN = float("nan")
 
 # --------------------------------------------------------------------------- the shared corpus
 
 REPO = Path(__file__).resolve().parents[2]
-GCODE_DIR = Path(os.environ.get("SAFEPAUSE_GCODE_DIR", REPO.parent / "shared" / "gcode"))
+GCODE_DIR = Path(os.environ.get("SAFEPAUSE_GCODE_DIR", CORPUS_DIR))
 
 # Flavour of each file, from shared/gcode/README.md (file names and the "what it stresses" column):
 # 03 runs on Klipper, 04 ("reprap") and 05 on RepRapFirmware, 11 is a Prusa MK3S (Prusa-Firmware),

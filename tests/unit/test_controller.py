@@ -6,7 +6,6 @@ import random
 import shutil
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -21,9 +20,10 @@ from octoprint_safepause.controller import (
     Refused,
 )
 
+from ..corpus import GCODE_DIR
 from .fake_printer import FakeComm, FakePort
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "gcode"
+SHARED = GCODE_DIR
 FILE = SHARED / "02_marlin2_relE_zhop_ender3_bunny_0.16mm.gcode"
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -32,11 +31,12 @@ from octoprint_safepause.sequences import (
     resume_sequence,
 )
 
+from ..corpus import GCODE_DIR
 from .firmware_model import Firmware
 
 gcode = pytest.importorskip("octoprint_safepause.gcode")
 
-CORPUS = Path("/work/shared/gcode")
+CORPUS = GCODE_DIR
 SEED = 20240611
 SAMPLES = 100  # random pause points per file (plus targeted ones)
 WINDOW = 400  # file lines compared after each resume
