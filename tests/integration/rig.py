@@ -64,11 +64,12 @@ except ImportError:
     _port = sys.modules["_safepause_port"] = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(_port)
     JobInfo, state_from_id = _port.JobInfo, _port.state_from_id
-SHARED = REPO.parent / "shared"
-SHARED_GCODE = SHARED / "gcode"
 
 sys.path.insert(0, str(REPO / "scripts"))
 import sandbox  # noqa: E402  (scripts/ is not a package; it owns the config lookup and shared profiles)
+
+SHARED = sandbox.SHARED
+SHARED_GCODE = SHARED / "gcode"
 
 log = logging.getLogger("safepause.rig")
 
@@ -978,6 +979,30 @@ class ComPort:
     def profile(self):
         return self._rig.profiles.get_current_or_default()
 
+    def temperatures(self):
+        """Like Printer.get_current_temperatures(): {"tool0": {"actual", "target", "offset"}, "bed": ...},
+        from the comm's last readings; {} without a connection."""
+        comm = self._rig.comm
+        if comm is None:
+            return {}
+        record = comm.last_temperature
+        offsets = comm.getOffsets() or {}
+        result = {}
+        for tool, (actual, target) in sorted(record.tools.items()):
+            result[f"tool{tool}"] = {"actual": actual, "target": target}
+        bed = record.bed
+        if isinstance(bed, tuple):
+            result["bed"] = {"actual": bed[0], "target": bed[1]}
+        for key, value in result.items():
+            value["offset"] = offsets.get(key) or 0
+        return result
+
+    def file_position(self):
+        """Like Printer's progress.filepos: byte offset after the last line read from the print file."""
+        comm = self._rig.comm
+        position = comm.getFilePosition() if comm is not None else None
+        return position["pos"] if position else None
+
 
 def make_profile(identifier: str, width: float, depth: float, height: float, **overrides) -> dict:
     """A full printer profile: OctoPrint's defaults, the build volume, then `overrides` (deep-merged),
@@ -987,3 +1012,135 @@ def make_profile(identifier: str, width: float, depth: float, height: float, **o
         {"id": identifier, "name": identifier, "volume": {"width": width, "depth": depth, "height": height}},
     )
     return dict_merge(profile, overrides)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a real PauseController wired to the rig (like the plugin's initialize(); for the controller tests)
+
+# Firmware flavour per shared file (gcode/README.md), as the plugin's "firmware" setting would say.
+GCODE_FLAVOURS = {
+    "01": "marlin",
+    "02": "marlin",
+    "03": "klipper",
+    "04": "reprapfirmware",
+    "05": "reprapfirmware",
+    "07": "marlin",
+    "08": "marlin",
+    "09": "marlin",
+    "11": "prusa",
+    "12": "marlin",
+}
+
+
+def flavour_for_gcode(filename: str) -> str:
+    return GCODE_FLAVOURS.get(Path(filename).name[:2], "marlin")
+
+
+def plugin_settings(**overrides) -> dict:
+    """Raw settings as the plugin's _raw_settings() returns them: the motion defaults, the plugin's own
+    keys, then `overrides`."""
+    from octoprint_safepause import motion_settings
+
+    values = dict(motion_settings.defaults(), firmware="auto", hold_timeout=2.0, take_over_pause=False)
+    values.update(overrides)
+    return values
+
+
+class LogTrap(logging.Handler):
+    """Collects every log record with a traceback (from any logger) while installed on the root logger;
+    `ours()` are the ones whose traceback runs through octoprint_safepause."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.messages: list[str] = []  # "<level> <name>: <message>" of every warning or worse
+
+    def emit(self, record):
+        if record.levelno >= logging.WARNING:
+            self.messages.append(f"{record.levelname} {record.name}: {record.getMessage()}")
+        if record.exc_info:
+            self.records.append(record)
+
+    def ours(self) -> list[str]:
+        import traceback
+
+        found = []
+        for record in self.records:
+            text = "".join(traceback.format_exception(*record.exc_info))
+            if "octoprint_safepause" in text:
+                found.append(f"{record.name}: {record.getMessage()}\n{text}")
+        return found
+
+    def __enter__(self):
+        logging.getLogger().addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger().removeHandler(self)
+
+
+@dataclass
+class WiredController:
+    """`wire_controller`'s result: the controller, its port, what it emitted, and the live settings."""
+
+    controller: object
+    port: ComPort
+    settings: dict
+    events: list = field(default_factory=list)  # (name, payload, monotonic time) from emit()
+    flavour: str = "marlin"
+
+    def emitted(self, *names) -> list:
+        return [e for e in list(self.events) if not names or e[0] in names]
+
+
+def wire_controller(
+    rig: Rig, port: ComPort | None = None, hold_timeout: float = 1.0, flavour="marlin", **settings
+) -> WiredController:
+    """A real PauseController on the rig, as the plugin wires it: bind(port, emit, settings, flavour),
+    start(), the queuing hook and the event callback. `settings`: overrides of `plugin_settings()`; the
+    returned `.settings` dict is read at every pause, so a test may change it between pauses. Stop it
+    with `unwire_controller`."""
+    from octoprint_safepause.controller import PauseController
+
+    port = port or ComPort(rig)
+    wired = WiredController(None, port, plugin_settings(**settings), flavour=flavour)
+    controller = PauseController(port=None, hold_timeout=hold_timeout)
+    controller.bind(
+        port,
+        emit=lambda name, payload: wired.events.append((name, payload, time.monotonic())),
+        settings=lambda: dict(wired.settings),
+        flavour=lambda: wired.flavour,
+        logger=logging.getLogger("octoprint.plugins.safepause"),
+    )
+    controller.start()
+    wired.controller = controller
+    rig.hooks["queuing"] = controller.on_queuing
+    rig.on_print_event = controller.on_printer_event
+    return wired
+
+
+def unwire_controller(rig: Rig, wired: WiredController | None, timeout: float = 5.0) -> None:
+    if wired is None:
+        return
+    if rig.hooks.get("queuing") == wired.controller.on_queuing:
+        rig.hooks.pop("queuing", None)
+    rig.on_print_event = None
+    wired.controller.stop(timeout)
+
+
+def print_sd(rig: Rig, path, timeout: float = 10.0) -> JobInfo:
+    """Start an SD-card print of `path` on the virtual printer (copied to its virtual SD card), as
+    OctoPrint's printer.select_file(sd=True) + start_print() would; the port's job() says "sdcard"."""
+    path = Path(path)
+    name = path.name.lower()
+    sd_folder = Path(rig.settings.getBaseFolder("virtualSd"))
+    sd_folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, sd_folder / name)
+    rig.clear()
+    rig.job = JobInfo("sdcard", name, None, name, path.stat().st_size)
+    with rig._cond:
+        rig._job_events_start = len(rig._events)
+    rig.comm.selectFile("/" + name, True, tags={"trigger:rig.print_sd"})
+    rig.wait_for(lambda: rig.comm.isSdFileSelected(), timeout=timeout)
+    rig.comm.startPrint(tags={"trigger:rig.print_sd"})
+    return rig.job
