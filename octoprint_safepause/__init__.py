@@ -405,12 +405,11 @@ class SafePausePlugin(
         setting = merged.get("firmware")
         flavour = choose_flavour(setting if setting in FLAVOURS else "auto", self._detected_flavour)
 
-        # The live pause's snapshot (read-only; the controller has no public accessor for it yet).
-        token = getattr(self.controller, "_token", None)
-        state = getattr(token, "state", None)
-        if state is not None:
+        live = self.controller.current_pause()
+        if live is not None:
+            state, plan = live
             source, temperatures = "pause", self._printer.get_current_temperatures() or {}
-            flavour = getattr(token.plan, "flavour", None) or flavour
+            flavour = plan.flavour or flavour
         else:
             tracker = StateTracker(flavour)
             for line in _sample_lines(volume):

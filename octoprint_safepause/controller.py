@@ -52,6 +52,15 @@ MAX_NOTES = 10000
 SHADOW_INTERVAL = 1.0  # s between shadow tracker catch-ups while printing
 
 
+def _comm_in_print(comm) -> bool:
+    """Whether a non-file command belongs to the running print: not the cancel or end script, which
+    go out after the print while its file is still selected (they would enter the next print's state)."""
+    try:
+        return (comm.isPrinting() or comm.isPaused()) and not (comm.isCancelling() or comm.isFinishing())
+    except Exception:
+        return False
+
+
 class Refused(Exception):
     """A request that does not fit the current state; the message says why."""
 
@@ -158,7 +167,7 @@ class PauseController:
         return (None,)
 
     def _note(self, comm, cmd, tags) -> None:
-        if any(tag.startswith(OWN_TAG_PREFIX) for tag in tags):
+        if any(tag.startswith(OWN_TAG_PREFIX) for tag in tags) or not _comm_in_print(comm):
             return
         try:
             position = comm.getFilePosition()
@@ -227,6 +236,14 @@ class PauseController:
     @property
     def holding(self) -> bool:
         return self._holding
+
+    def current_pause(self):
+        """(PrinterState, PausePlan) of the live pause once it holds, else None."""
+        with self._lock:
+            token = self._token
+            if token is None or token.state is None or token.plan is None:
+                return None
+            return token.state, token.plan
 
     def get_state(self) -> dict:
         with self._lock:

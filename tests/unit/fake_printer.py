@@ -31,6 +31,19 @@ class FakeComm:
             self.hold = self.hold + 1 if value else max(0, self.hold - 1)
         return True
 
+    # OctoPrint's state queries, as a printing comm answers them
+    def isPrinting(self):
+        return not self.done
+
+    def isPaused(self):
+        return False
+
+    def isCancelling(self):
+        return False
+
+    def isFinishing(self):
+        return False
+
     def getFilePosition(self):
         return {"origin": "local", "filename": self.path, "pos": self.pos}
 

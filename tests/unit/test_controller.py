@@ -271,3 +271,20 @@ def test_random_requests_from_many_threads_never_leak_or_double_release(rig):
     # cancels drop their saved line, but no file line may ever go out twice or out of order
     positions = [int(next(t for t in tags if t.startswith("filepos:"))[8:]) for _, tags in file_lines(comm)]
     assert positions == sorted(set(positions))
+
+
+def test_commands_after_the_print_ended_are_not_noted(rig):
+    """The cancel script goes out after the print while its file is still selected: it must not enter
+    the next print's state (M104 S0 would make the next pause skip its retract)."""
+    controller, comm, port, _ = rig
+    comm.stream(1500)
+    comm.done = True  # the comm left the printing states
+    comm.command("M104 T0 S0", {"source:job", "script:afterPrintCancelled"})
+    comm.done = False
+    controller.pause()
+    comm.stream()
+    assert wait_for(lambda: controller.state == PAUSED)
+    temps = controller.get_state()["snapshot"]["tool_temps"]
+    assert temps.get("0", temps.get(0)) not in (0, 0.0)
+    state, plan = controller.current_pause()
+    assert state.tool_temps[0] > 0 and plan.lines

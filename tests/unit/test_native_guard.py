@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -234,15 +235,11 @@ def test_preview_uses_the_live_pause_when_there_is_one(plugin):
     for line in ("G90", "M82", "M104 S200", "G28", "G1 Z0.4 F600", "G1 X50 Y50 E1 F1200"):
         tracker.feed(line)
 
-    class Token:
-        state = tracker.state
-        plan = None
-
     class Printer:
         def get_current_temperatures(self):
             return {"tool0": {"actual": 200.0, "target": 200.0}}
 
-    plugin.controller._token = Token()
+    plugin.controller.current_pause = lambda: (tracker.state, SimpleNamespace(flavour="marlin"))
     plugin._printer = Printer()
     preview = plugin.preview({})
     assert preview["source"] == "pause" and preview["position"] == {"x": 50.0, "y": 50.0, "z": 0.4}
