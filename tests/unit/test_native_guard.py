@@ -169,14 +169,14 @@ def _n_marked(path: Path) -> set:
 
 def test_every_settings_label_and_help_is_marked_for_translation():
     # The settings page shows motion_settings.SCHEMA's texts through _(field.label): they must be in
-    # the catalog, i.e. N_()-marked in the plugin module, word for word.
-    marked = _n_marked(REPO / "octoprint_safepause" / "__init__.py")
+    # the catalog, i.e. N_()-marked in settings_page.py, word for word.
+    marked = _n_marked(REPO / "octoprint_safepause" / "settings_page.py")
     texts = {t for f in motion_settings.SCHEMA for t in (f.label, f.help) if t}
     assert texts - marked == set()
 
 
 def test_every_settings_field_is_on_the_settings_page():
-    from octoprint_safepause import SETTINGS_GROUPS
+    from octoprint_safepause.settings_page import SETTINGS_GROUPS
 
     shown = [name for _title, names in SETTINGS_GROUPS for name in names]
     assert sorted(shown) == sorted(f.name for f in motion_settings.SCHEMA)
