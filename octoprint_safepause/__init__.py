@@ -286,6 +286,12 @@ class SafePausePlugin(
     # ~~ helpers for other plugins: they only enqueue, never block, never raise for a wrong state
 
     def helper_pause(self, reason=None, source=None):
+        try:
+            params = {"reason": reason, "source": source}
+            reason, source = api.clean_text(params, "reason"), api.clean_text(params, "source")
+        except ValueError as error:
+            self._logger.warning("SafePause helper pause refused: %s", error)
+            return False
         return self.controller.try_(self.controller.pause, reason=reason, source=source)
 
     def helper_resume(self):
@@ -308,7 +314,8 @@ class SafePausePlugin(
         return commands
 
     def on_api_get(self, request):
-        if not Permissions.STATUS.can():
+        # whoever may pause may also see what the pause is doing
+        if not (Permissions.STATUS.can() or Permissions.PLUGIN_SAFEPAUSE_CONTROL.can()):
             flask.abort(403)
         state = self.controller.get_state()
         state["native_pause_pending"] = bool(state.get("holding")) and self._native_pause_pending()

@@ -11,7 +11,8 @@ COMMANDS = {"pause": [], "resume": [], "cancel": []}
 MAX_TEXT = 200
 
 
-def _text(data: dict, key: str):
+def clean_text(data: dict, key: str):
+    """A short optional string parameter, trimmed; ValueError with a clear message otherwise."""
     value = data.get(key)
     if value is None:
         return None
@@ -28,8 +29,8 @@ def handle_command(controller, command: str, data: dict, user: str = None) -> tu
         return 400, {"error": "the body must be a JSON object"}
     try:
         if command == "pause":
-            reason = _text(data, "reason")
-            source = _text(data, "source") or (f"user:{user}" if user else "api")
+            reason = clean_text(data, "reason")
+            source = clean_text(data, "source") or (f"user:{user}" if user else "api")
             controller.pause(reason=reason, source=source)
         elif command == "resume":
             controller.resume()

@@ -49,6 +49,10 @@ NOTED_GCODES = frozenset(
     ["G0", "G1", "G2", "G3", "G10", "G11", "G20", "G21", "G28", "G29", "G30", "G90", "G91", "G92", "M82", "M83", "M104", "M109", "M140", "M190", "M141", "M191", "M106", "M107", "M220", "M221", "T"]
 )
 MAX_NOTES = 10000
+# Events that end a print or the connection: a pause waiting for its hold stops waiting at once.
+ENDING_EVENTS = frozenset(
+    ["PrintCancelling", "PrintCancelled", "PrintFailed", "PrintDone", "Disconnecting", "Disconnected", "Error"]
+)
 SHADOW_INTERVAL = 1.0  # s between shadow tracker catch-ups while printing
 
 
@@ -197,6 +201,7 @@ class PauseController:
             if job.origin != "local" or not job.disk_path:
                 raise Refused("only prints streamed from OctoPrint can be held (this is an SD card print)")
             self._token = PauseToken(reason, source, time.time(), job)
+            self._last_error = None
             self._set_state(PAUSING)
             self._armed = True
         self._requests.put_nowait(("pause", self._token))
@@ -312,7 +317,9 @@ class PauseController:
         elif kind == "event":
             self._on_event(request[1], request[2])
 
-    def _wait_for_hold(self, token: PauseToken) -> bool:
+    def _wait_for_hold(self, token: PauseToken) -> bool | None:
+        """True once we hold, False if the print is gone, None if a cancel or an ending event came
+        first (it is left in self._deferred)."""
         deadline = time.monotonic() + self.hold_timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -328,6 +335,8 @@ class PauseController:
                     self._take_hold()
                 return True
             self._deferred.append(request)
+            if request[0] == "cancel" or (request[0] == "event" and request[1] in ENDING_EVENTS):
+                return None
         # No file line came (long M109/M190/G4, or another plugin holds the job): hold it ourselves.
         # The hook stays armed for the one line that may still be racing through _send_from_job.
         with self._lock:
@@ -351,6 +360,9 @@ class PauseController:
         except RuntimeError as error:
             held = False
             self._log.warning("SafePause could not take the hold: %s", error)
+        if held is None:
+            self._replay_deferred()  # the cancel or the event ends this pause (and any hold it raced)
+            return
         if not held:
             with self._lock:
                 self._armed = False

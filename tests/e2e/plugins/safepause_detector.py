@@ -5,13 +5,23 @@
   {"command": "clear"} / {"command": "abort"}   resume / cancel via the helpers
   {"command": "arm", "match": "G1 Z2.2"} pause from inside this plugin's own queuing hook (on
                                           OctoPrint's comm thread) when a line starting with it passes
-`GET` returns the helper results and the SafePause events this plugin received.
+`GET` returns the helper results and the events this plugin received: SafePause's own
+(plugin_safepause_*) and OctoPrint's print/connection events, in order, each as [name, payload].
+
+A result is [command, return value, thread name, seconds the helper call took]; a pause from the hook
+is recorded as command "hook", with the line that triggered it as a fifth element.
 """
 
 import threading
+import time
 
 import flask
 import octoprint.plugin
+
+# OctoPrint's events recorded besides SafePause's own, so that tests see the order of both
+RECORDED_EVENTS = frozenset(
+    ["PrintStarted", "PrintDone", "PrintFailed", "PrintCancelling", "PrintCancelled", "Disconnected"]
+)
 
 
 class DetectorPlugin(octoprint.plugin.SimpleApiPlugin, octoprint.plugin.EventHandlerPlugin):
@@ -24,6 +34,14 @@ class DetectorPlugin(octoprint.plugin.SimpleApiPlugin, octoprint.plugin.EventHan
     def _helpers(self):
         return self._plugin_manager.get_helpers("safepause", "pause", "resume", "cancel", "get_state")
 
+    def _record(self, command, call, *extra):
+        started = time.monotonic()
+        result = call()
+        elapsed = time.monotonic() - started
+        with self._lock:
+            self._results.append([command, result, threading.current_thread().name, elapsed, *extra])
+        return result
+
     def is_api_protected(self):
         return True
 
@@ -35,17 +53,16 @@ class DetectorPlugin(octoprint.plugin.SimpleApiPlugin, octoprint.plugin.EventHan
         if not helpers:
             return flask.make_response(flask.jsonify(error="safepause helpers missing"), 500)
         if command == "detect":
-            result = helpers["pause"](reason=data.get("reason", "spaghetti"), source="plugin:detector")
+            reason = data.get("reason", "spaghetti")
+            result = self._record(command, lambda: helpers["pause"](reason=reason, source="plugin:detector"))
         elif command == "clear":
-            result = helpers["resume"]()
+            result = self._record(command, helpers["resume"])
         elif command == "abort":
-            result = helpers["cancel"]()
+            result = self._record(command, helpers["cancel"])
         else:
             with self._lock:
                 self._match = data["match"]
             result = True
-        with self._lock:
-            self._results.append([command, result])
         return flask.jsonify(result=result, state=helpers["get_state"]())
 
     def on_api_get(self, request):
@@ -53,7 +70,7 @@ class DetectorPlugin(octoprint.plugin.SimpleApiPlugin, octoprint.plugin.EventHan
             return flask.jsonify(events=list(self._events), results=list(self._results))
 
     def on_event(self, event, payload):
-        if event.startswith("plugin_safepause_"):
+        if event.startswith("plugin_safepause_") or event in RECORDED_EVENTS:
             with self._lock:
                 self._events.append([event, payload])
 
@@ -62,9 +79,11 @@ class DetectorPlugin(octoprint.plugin.SimpleApiPlugin, octoprint.plugin.EventHan
         if match and cmd.startswith(match):
             self._match = None
             helpers = self._helpers()
-            result = helpers["pause"](reason="seen " + match, source="plugin:detector:hook")
-            with self._lock:
-                self._results.append(["hook", result])
+            self._record(
+                "hook",
+                lambda: helpers["pause"](reason="seen " + match, source="plugin:detector:hook"),
+                cmd,
+            )
         return None
 
 
