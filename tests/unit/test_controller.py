@@ -288,3 +288,17 @@ def test_commands_after_the_print_ended_are_not_noted(rig):
     assert temps.get("0", temps.get(0)) not in (0, 0.0)
     state, plan = controller.current_pause()
     assert state.tool_temps[0] > 0 and plan.lines
+
+
+def test_cancel_while_waiting_for_the_hold_acts_at_once(rig):
+    controller, comm, port, events = rig
+    controller.hold_timeout = 5.0  # as if the printer sat in a long M109: no file line comes
+    comm.stream(100)
+    controller.pause()
+    started = time.monotonic()
+    controller.cancel()
+    assert wait_for(lambda: controller.state == IDLE, timeout=2)
+    assert time.monotonic() - started < 2
+    assert port.cancelled and comm.hold == 0
+    assert not any("safepause:cancel" in tags and line.startswith("G9") for line, tags in comm.wire)
+    assert events[-1][0] == "cancelled"
