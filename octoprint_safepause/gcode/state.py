@@ -44,6 +44,7 @@ Firmware flavours (verified in the sources, see the comments at each handler)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -57,6 +58,7 @@ FLAVOURS = ("marlin", "klipper", "reprapfirmware", "prusa")
 
 MAX_MACROS = 64
 MAX_SAVED_STATES = 16
+EXPORT_VERSION = 1  # of StateTracker.export(); bump when the tracker's internals change
 
 _NAN = float("nan")
 _NEG_INF = float("-inf")
@@ -156,7 +158,7 @@ class StateTracker:
         "_retr", "_retr_tools", "_fwr", "_fwr_tools", "_uses_fwr",
         "_maxz", "_layerz", "_tool", "_homed", "_home",
         "_temps", "_standby", "_bed", "_chamber", "_fans",
-        "_ffactor", "_ffbackup", "_flow", "_macros", "_saved", "_khome", "_handlers",
+        "_ffactor", "_ffbackup", "_flow", "_macros", "_saved", "_khome", "_handlers", "_watch",
     )  # fmt: skip
 
     def __init__(self, flavour: str = "marlin", *, home_position: Mapping[str, float] | None = None):
@@ -199,6 +201,7 @@ class StateTracker:
         self._saved: dict[str, tuple] = {}
         self._khome = [0.0, 0.0, 0.0, 0.0]  # Klipper's homing_position (SET_GCODE_OFFSET)
         self._handlers = _HANDLERS[flavour]
+        self._watch: Callable[[ParsedLine, str], None] | None = None  # see watch()
 
     # ------------------------------------------------------------------ feeding
 
@@ -289,6 +292,10 @@ class StateTracker:
     def _general(self, line: str) -> None:
         self._fs = None  # the fast path's feedrate memo: any other line may change F
         p = parse_line(line)
+        watch = self._watch
+        if watch is not None:
+            with contextlib.suppress(Exception):  # an observer must not change what the tracker counts
+                watch(p, line)
         cmd = p.command
         if cmd is None:
             if p.malformed:
@@ -349,6 +356,108 @@ class StateTracker:
     def position(self):
         """(x, y, z, e) logical, None where unknown: cheaper than a full snapshot."""
         return (_opt(self._x), _opt(self._y), _opt(self._z), _opt(self._e))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def watch(self, observer: Callable[[ParsedLine, str], None] | None) -> None:
+        """Call `observer(parsed, raw_line)` for every line that is not a plain G0/G1 move, a comment or
+        blank (the lines the tracker parses in full). For scanners that want the commands a file used;
+        an observer that raises is ignored. None removes it."""
+        self._watch = observer
+
+    def export(self) -> dict[str, Any]:
+        """Everything the tracker knows, ready for Python's json (floats round-trip exactly, NaN and
+        infinities included): ``StateTracker.restore(t.export())`` continues exactly like `t`."""
+
+        def pairs(d):
+            return [[k, v] for k, v in d.items()]
+
+        saved = {
+            name: [rel, ebit, list(offs), list(khome), list(machine), e, f, ff, pairs(flow)]
+            for name, (rel, ebit, offs, khome, machine, e, f, ff, flow) in self._saved.items()
+        }
+        return {
+            "v": EXPORT_VERSION,
+            "flavour": self.flavour,
+            "lines": self.lines,
+            "unreadable": self.unreadable,
+            "xyzef": [self._x, self._y, self._z, self._e, self._f],
+            "offsets": [self._ox, self._oy, self._oz, self._oe],
+            "modes": [self._rel, self._ebit, self._erel],
+            "scale": self._scale,
+            "fast": self._fast,
+            "retr": self._retr,
+            "retr_tools": pairs(self._retr_tools),
+            "fwr": self._fwr,
+            "fwr_tools": pairs(self._fwr_tools),
+            "uses_fwr": self._uses_fwr,
+            "maxz": self._maxz,
+            "layerz": self._layerz,
+            "tool": self._tool,
+            "homed": sorted(self._homed),
+            "home": list(self._home),
+            "temps": pairs(self._temps),
+            "standby": pairs(self._standby),
+            "bed": self._bed,
+            "chamber": self._chamber,
+            "fans": pairs(self._fans),
+            "ffactor": self._ffactor,
+            "ffbackup": self._ffbackup,
+            "flow": pairs(self._flow),
+            "macros": sorted(self._macros),
+            "saved": saved,
+            "khome": list(self._khome),
+        }
+
+    @classmethod
+    def restore(cls, data: Mapping[str, Any]) -> StateTracker:
+        """A tracker that goes on exactly like the one `data` was exported from. Raises ValueError for
+        data of another export version."""
+        if data.get("v") != EXPORT_VERSION:
+            raise ValueError(f"tracker export version {data.get('v')!r}, expected {EXPORT_VERSION}")
+        t = cls(data["flavour"])
+        t.lines = int(data["lines"])
+        t.unreadable = int(data["unreadable"])
+        t._x, t._y, t._z, t._e, t._f = (float(v) for v in data["xyzef"])
+        t._ox, t._oy, t._oz, t._oe = (float(v) for v in data["offsets"])
+        t._rel, t._ebit, t._erel = data["modes"]
+        t._fast = bool(data["fast"])
+        t._set_scale(float(data["scale"]))
+        t._retr = float(data["retr"])
+        t._retr_tools = {k: float(v) for k, v in data["retr_tools"]}
+        t._fwr = bool(data["fwr"])
+        t._fwr_tools = {k: bool(v) for k, v in data["fwr_tools"]}
+        t._uses_fwr = bool(data["uses_fwr"])
+        t._maxz = float(data["maxz"])
+        t._layerz = float(data["layerz"])
+        t._tool = data["tool"]
+        t._homed = set(data["homed"])
+        t._home = tuple(float(v) for v in data["home"])
+        t._temps = {k: float(v) for k, v in data["temps"]}
+        t._standby = {k: float(v) for k, v in data["standby"]}
+        t._bed = float(data["bed"])
+        t._chamber = float(data["chamber"])
+        t._fans = {k: float(v) for k, v in data["fans"]}
+        t._ffactor = float(data["ffactor"])
+        t._ffbackup = float(data["ffbackup"])
+        t._flow = {k: float(v) for k, v in data["flow"]}
+        t._macros = set(data["macros"])
+        t._saved = {
+            name: (
+                rel,
+                ebit,
+                tuple(float(v) for v in offs),
+                [float(v) for v in khome],
+                tuple(float(v) for v in machine),
+                float(e),
+                float(f),
+                float(ff),
+                {k: float(v) for k, v in flow},
+            )
+            for name, (rel, ebit, offs, khome, machine, e, f, ff, flow) in data["saved"].items()
+        }
+        t._khome = [float(v) for v in data["khome"]]
+        return t
 
     # ------------------------------------------------------------------ helpers for the handlers
 

@@ -1,0 +1,513 @@
+"""RecoveryService against small fakes of OctoPrint's file manager and printer (the edge this test owns).
+
+The fakes copy the behaviour of octoprint 1.11 that the service relies on, read in the sources:
+
+* filemanager/__init__.py: save_recovery_data stores {origin, path (path in storage), pos, date=time()};
+  get_recovery_data returns None without a file and deletes one of the wrong shape; file_exists,
+  path_on_disk (no storage for "sdcard").
+* printer/standard.py: select_file deletes the recovery data of another file and does nothing while
+  busy; start_print does nothing unless operational and idle with a file selected, deletes the recovery
+  data, and (comm.startPrint) queues M110 and the beforePrintStarted script as part of the job, seeks the
+  reader to `pos`, sets STARTING; commands() sent while the job is held (or while not printing) go
+  straight to the send queue; job-queue lines and file lines wait for the hold; on disconnect while busy
+  and on cancel comm._recordFilePosition saves the reader's position.
+* The file reader is OctoPrint's own PrintingGcodeFileInformation, so seek semantics are the real ones.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import time
+from pathlib import Path
+
+import pytest
+from octoprint.util.comm import PrintingGcodeFileInformation
+
+from octoprint_safepause import recovery_service
+from octoprint_safepause.gcode import replay_file
+from octoprint_safepause.recovery import TAG
+from octoprint_safepause.recovery_service import RecoveryRefused, RecoveryService
+
+from .independent_model import corpus_files
+
+PRINTING_STATES = ("STARTING", "PRINTING", "CANCELLING", "PAUSING", "RESUMING", "FINISHING")
+
+
+class FakeFileManager:
+    def __init__(self, base: Path, data: Path):
+        self.base = base
+        self.recovery_file = data / "print_recovery_data.yaml"
+        self.clock = time.time
+
+    def path_in_storage(self, location, path):
+        path = str(path)
+        if path.startswith(str(self.base) + "/"):
+            path = path[len(str(self.base)) + 1 :]
+        return path
+
+    def path_on_disk(self, location, path):
+        if location != "local":
+            raise LookupError(f"No storage configured for destination {location}")
+        return str(self.base / path)
+
+    def file_exists(self, location, path):
+        return location == "local" and (self.base / path).is_file()
+
+    def save_recovery_data(self, location, path, pos):
+        data = {
+            "origin": location,
+            "path": self.path_in_storage(location, path),
+            "pos": pos,
+            "date": self.clock(),
+        }
+        self.recovery_file.write_text(json.dumps(data))
+
+    def delete_recovery_data(self):
+        if self.recovery_file.exists():
+            self.recovery_file.unlink()
+
+    def get_recovery_data(self):
+        if not self.recovery_file.exists():
+            return None
+        try:
+            data = json.loads(self.recovery_file.read_text())
+            if not isinstance(data, dict) or not all(k in data for k in ("origin", "path", "pos", "date")):
+                raise ValueError("Invalid recovery data structure")
+            return data
+        except ValueError:
+            self.delete_recovery_data()
+            return None
+
+
+class FakePrinter:
+    def __init__(self, files: FakeFileManager):
+        self.files = files
+        self.state = "OPERATIONAL"
+        self.hold = 0
+        self.connected = True
+        self.job = None  # (origin, path)
+        self.reader = None
+        self.wire: list[tuple[str, str]] = []  # (source, line) in the order the printer gets them
+        self.job_queue: list[str] = []
+        self.before_print_started: list[str] = []
+        self.ignore_start = False
+        self.fail_commands = False
+        self.cancelled = False
+
+    # state
+    def get_state_id(self):
+        return self.state if self.connected else "OFFLINE"
+
+    def is_operational(self):
+        return self.connected and self.state not in ("OFFLINE", "ERROR", "CLOSED")
+
+    def is_printing(self):
+        return self.state in PRINTING_STATES
+
+    def is_ready(self):
+        return self.is_operational() and self.state == "OPERATIONAL"
+
+    def get_current_job(self):
+        if self.job is None:
+            return {"file": {"name": None, "path": None, "origin": None, "size": None}}
+        origin, path = self.job
+        return {"file": {"name": Path(path).name, "path": path, "origin": origin, "size": 1}}
+
+    # hold
+    def set_job_on_hold(self, value, blocking=True):
+        if not self.connected:
+            raise RuntimeError("No connection to the printer")
+        self.hold = self.hold + 1 if value else max(0, self.hold - 1)
+        if not self.hold:
+            self._continue()
+        return True
+
+    # job
+    def select_file(self, path, sd, printAfterSelect=False, user=None, pos=None, **kwargs):
+        if self.state != "OPERATIONAL":
+            return
+        data = self.files.get_recovery_data()
+        if data and (data["origin"] != ("sdcard" if sd else "local") or data["path"] != path):
+            self.files.delete_recovery_data()
+        self.job = ("sdcard" if sd else "local", path)
+        self.reader = PrintingGcodeFileInformation(self.files.path_on_disk("local", path))
+
+    def start_print(self, pos=None, user=None, **kwargs):
+        if self.ignore_start or not self.is_operational() or self.is_printing() or self.job is None:
+            return
+        self.files.delete_recovery_data()
+        self.reader.start()
+        self.state = "STARTING"
+        self.job_queue += ["M110 N0"] + list(self.before_print_started)
+        if pos is not None and isinstance(pos, int) and pos > 0:
+            self.reader.seek(pos)
+        self._continue()
+
+    def commands(self, commands, tags=None, force=False, **kwargs):
+        if self.fail_commands:
+            raise OSError("serial port gone")
+        assert TAG in (tags or set())
+        for line in commands:
+            if self.is_printing() and not self.hold:
+                self.job_queue.append(line)  # the command queue: between file lines (simplified)
+            else:
+                self.wire.append(("command", line))
+
+    def cancel_print(self, tags=None, **kwargs):
+        self.cancelled = True
+        self.files.save_recovery_data(*self.job, self.reader.getFilepos())
+        self.state = "OPERATIONAL"
+
+    def _continue(self, file_lines=3):
+        if self.hold or self.state not in ("STARTING", "PRINTING"):
+            return
+        while self.job_queue:
+            self.wire.append(("job", self.job_queue.pop(0)))
+        self.state = "PRINTING"
+        for _ in range(file_lines):
+            line, _pos, _n = self.reader.getNext()
+            if line is None:
+                break
+            self.wire.append(("file", line))
+
+    # what OctoPrint does when the connection drops while printing
+    def disconnect(self):
+        if self.is_printing():
+            self.files.save_recovery_data(*self.job, self.reader.getFilepos())
+        self.connected = False
+        self.state = "OFFLINE"
+
+
+class Manual:
+    """A spawn that runs background work only when asked (or at once with run_now)."""
+
+    def __init__(self, run_now=True):
+        self.run_now = run_now
+        self.jobs = []
+
+    def __call__(self, fn, name):
+        if self.run_now:
+            fn()
+        else:
+            self.jobs.append(fn)
+
+    def run(self):
+        jobs, self.jobs = self.jobs, []
+        for fn in jobs:
+            fn()
+
+
+PROFILE = {"volume": {"width": 220, "depth": 220, "height": 250}}
+
+
+def _corpus(prefix):
+    for path, flavour in corpus_files():
+        if path.name.startswith(prefix):
+            return path, flavour
+    pytest.skip("shared corpus not available")
+
+
+@pytest.fixture
+def env(tmp_path):
+    uploads = tmp_path / "uploads"
+    data = tmp_path / "data"
+    uploads.mkdir()
+    data.mkdir()
+    files = FakeFileManager(uploads, data)
+    printer = FakePrinter(files)
+
+    def make(**kw):
+        kw.setdefault("flavour", lambda: "marlin")
+        kw.setdefault("profile", lambda: PROFILE)
+        kw.setdefault("spawn", Manual())
+        service = RecoveryService(data / "plugin", files, printer, **kw)
+        service.start()
+        return service
+
+    class Env:
+        pass
+
+    e = Env()
+    e.uploads, e.files, e.printer, e.make, e.data = uploads, files, printer, make, data / "plugin"
+    return e
+
+
+def _print_and_die(env, service, name="part.gcode", prefix="02", fraction=0.4, source=None):
+    """Upload, start, stream to a fraction of the file, then lose the connection."""
+    src, flavour = _corpus(prefix)
+    target = env.uploads / name
+    target.write_bytes(source if source is not None else src.read_bytes())
+    p = env.printer
+    p.select_file(name, False)
+    p.start_print()
+    service.on_event("PrintStarted", {"origin": "local", "path": name, "name": name})
+    size = target.stat().st_size
+    while p.reader.getFilepos() < size * fraction:
+        p.reader.getNext()
+    pos = p.reader.getFilepos()
+    service.note_progress("local", name, pos)
+    p.disconnect()
+    service.on_event("Disconnected", {})
+    service.on_event("PrintFailed", {"origin": "local", "path": name, "reason": "error"})
+    p.connected, p.state = True, "OPERATIONAL"
+    p.wire.clear()
+    return target, pos, flavour
+
+
+def test_nothing_to_recover(env):
+    service = env.make()
+    assert service.get_recovery() is None
+    with pytest.raises(RecoveryRefused, match="no print to recover"):
+        service.recover()
+    assert service.discard() is False
+
+
+def test_a_print_that_died_is_offered_with_its_state_and_prelude(env):
+    service = env.make()
+    target, pos, flavour = _print_and_die(env, service)
+    info = service.get_recovery()
+    assert info["valid"] and info["status"] == "ready" and info["error"] is None
+    assert info["origin"] == "local" and info["path"] == "part.gcode" and info["pos"] == pos
+    assert info["source"] == "octoprint" and 0.39 < info["progress"] < 0.42
+    assert info["state"] == replay_file(target, pos, flavour).state.as_dict()
+    assert info["choices"] == {"position_kept": False, "start": "position"}  # the safer default
+    assert info["prelude"][0].startswith("G92 Z") and "G28 X Y" in info["prelude"]
+    assert info["start"] == info["starts"]["position"] <= pos and info["layer_z"] is not None
+    assert info["line"]  # the line the print continues with
+    layer = service.get_recovery(position_kept=True, start="layer")
+    assert layer["start"] == layer["starts"]["layer"] < info["start"]
+    assert not any(line.startswith("G28") for line in layer["prelude"])
+    json.dumps(info)  # JSON-ready for the API
+    with pytest.raises(RecoveryRefused) as bad:
+        service.get_recovery(start="middle")
+    assert bad.value.status == 400
+
+
+def test_recover_sends_the_prelude_before_the_first_file_line(env):
+    service = env.make()
+    target, pos, _ = _print_and_die(env, service)
+    env.printer.before_print_started = ["M117 go"]
+    info = service.get_recovery()
+    result = service.recover()
+    wire = env.printer.wire
+    assert [line for src, line in wire[: len(info["prelude"])]] == info["prelude"]
+    assert all(src == "command" for src, _ in wire[: len(info["prelude"])])
+    rest = wire[len(info["prelude"]) :]
+    assert [src for src, _ in rest[:2]] == ["job", "job"] and rest[2][0] == "file"
+    # OctoPrint's reader, seeked to the start offset, reads exactly the file's line there
+    expected = target.read_bytes()[result["start"] :].split(b"\n", 1)[0].decode().split(";")[0].strip()
+    assert rest[2][1].strip() == expected
+    assert env.printer.hold == 0 and env.printer.state == "PRINTING"
+    assert env.files.get_recovery_data() is None  # start_print deleted OctoPrint's
+    assert service.get_recovery() is None  # and ours is consumed
+
+
+def test_refusals_and_bad_parameters(env):
+    service = env.make()
+    _print_and_die(env, service)
+    with pytest.raises(RecoveryRefused) as bad:
+        service.recover(start="middle")
+    assert bad.value.status == 400
+    for value in ("yes", 1, None):
+        with pytest.raises(RecoveryRefused) as bad:
+            service.recover(position_kept=value)
+        assert bad.value.status == 400
+    for prelude in ("G28", ["G1 X1\nG28"], ["x" * 500], [1], ["G1"] * 1000):
+        with pytest.raises(RecoveryRefused) as bad:
+            service.recover(prelude=prelude)
+        assert bad.value.status == 400
+    env.printer.connected = False
+    with pytest.raises(RecoveryRefused, match="not connected"):
+        service.recover()
+    env.printer.connected, env.printer.state = True, "PRINTING"
+    with pytest.raises(RecoveryRefused, match="print is running"):
+        service.recover()
+    env.printer.state = "OPERATIONAL"
+    assert env.printer.wire == [] and service.get_recovery()["valid"]
+
+
+def test_an_edited_prelude_is_sent_as_given(env):
+    service = env.make()
+    _print_and_die(env, service)
+    lines = service.get_recovery()["prelude"] + ["M420 S1"]
+    service.recover(prelude=[" M117 edited  ", "", *lines])
+    sent = [line for src, line in env.printer.wire if src == "command"]
+    assert sent == ["M117 edited", *lines]
+
+
+def test_a_start_that_does_not_happen_sends_nothing(env):
+    service = env.make()
+    _print_and_die(env, service)
+    env.printer.ignore_start = True
+    with pytest.raises(RecoveryRefused, match="did not start"):
+        service.recover()
+    assert env.printer.wire == [] and env.printer.hold == 0
+    assert service.get_recovery()["valid"]  # still there to try again
+
+
+def test_a_failed_prelude_cancels_before_any_file_line(env):
+    service = env.make()
+    _print_and_die(env, service)
+    env.printer.fail_commands = True
+    with pytest.raises(RecoveryRefused, match="failed"):
+        service.recover()
+    assert env.printer.cancelled and env.printer.hold == 0
+    assert not any(src == "file" for src, _ in env.printer.wire)
+
+
+def test_a_homing_before_print_started_script_is_refused(env):
+    service = env.make(
+        script=lambda name: "; prepare\nG28 ; home\nM117 hi" if name == "beforePrintStarted" else ""
+    )
+    _print_and_die(env, service)
+    with pytest.raises(RecoveryRefused, match="beforePrintStarted"):
+        service.recover()
+
+
+def test_changed_missing_and_sd_files_cannot_be_recovered(env):
+    service = env.make()
+    target, pos, _ = _print_and_die(env, service)
+    data = bytearray(target.read_bytes())
+    data[-5] = ord("7") if data[-5] != ord("7") else ord("8")  # same size, same mtime second maybe
+    target.write_bytes(bytes(data))
+    info = service.get_recovery()
+    assert not info["valid"] and "changed" in info["error"]
+    with pytest.raises(RecoveryRefused, match="changed"):
+        service.recover()
+    target.unlink()
+    assert "no longer exists" in service.get_recovery()["error"]
+    env.files.save_recovery_data("sdcard", "part.gco", 100)
+    info = service.get_recovery()
+    assert info["origin"] == "sdcard" and not info["valid"] and "SD card" in info["error"]
+
+
+def test_without_a_fingerprint_the_modification_time_decides(env):
+    service = env.make()
+    src, _ = _corpus("09")
+    target = env.uploads / "old.gcode"
+    target.write_bytes(src.read_bytes())
+    env.files.save_recovery_data("local", "old.gcode", 5000)  # a print from before the plugin ran
+    info = service.get_recovery()
+    assert info["valid"] and any("fingerprint" in w for w in info["warnings"])
+    env.files.clock = lambda: time.time() - 3600  # the failure was an hour ago, the file is newer
+    env.files.save_recovery_data("local", "old.gcode", 5000)
+    service = env.make()
+    assert "modified after" in service.get_recovery()["error"]
+
+
+def test_the_record_survives_restarts_and_other_files_until_discarded(env):
+    service = env.make()
+    _print_and_die(env, service)
+    # selecting another file deletes OctoPrint's data; ours stays, also across a restart
+    (env.uploads / "other.gcode").write_text("G28\n")
+    env.printer.select_file("other.gcode", False)
+    assert env.files.get_recovery_data() is None
+    again = env.make()
+    info = again.get_recovery()
+    assert info["valid"] and info["path"] == "part.gcode"
+    # another print starting does not end it either; its normal end does
+    env.printer.start_print()
+    again.on_event("PrintStarted", {"origin": "local", "path": "other.gcode"})
+    assert again.get_recovery()["path"] == "part.gcode"
+    again.on_event("PrintDone", {"origin": "local", "path": "other.gcode"})
+    assert again.get_recovery() is None
+
+
+def test_discard_forgets_ours_and_octoprints(env):
+    service = env.make()
+    _print_and_die(env, service)
+    assert service.discard() is True
+    assert env.files.get_recovery_data() is None and service.get_recovery() is None
+    assert env.make().get_recovery() is None
+
+
+def test_a_host_that_died_leaves_the_last_progress(env):
+    service = env.make()
+    src, _ = _corpus("02")
+    (env.uploads / "p.gcode").write_bytes(src.read_bytes())
+    env.printer.select_file("p.gcode", False)
+    env.printer.start_print()
+    service.on_event("PrintStarted", {"origin": "local", "path": "p.gcode"})
+    service.note_progress("local", "p.gcode", 200_000)
+    service.note_progress("local", "p.gcode", 200_050)  # within the interval: not written
+    # the host dies: no event, no OctoPrint data; next boot
+    restarted = env.make()
+    info = restarted.get_recovery()
+    assert info["source"] == "safepause" and info["pos"] == 200_000 and info["valid"]
+
+
+def test_a_hold_that_ends_badly_points_at_the_held_line(env):
+    service = env.make()
+    target, pos, _ = _print_and_die(env, service)
+    held = pos - 40  # where the suppressed line started
+    assert service.correct_position("local", "part.gcode", held, z=42.5) is True
+    assert env.files.get_recovery_data()["pos"] == held
+    info = service.get_recovery()
+    assert info["pos"] == held and info["source"] == "hold"
+    assert info["prelude"][0] == "G92 Z42.5"  # the pause had lifted the nozzle there
+
+    # a cancel during a hold: OctoPrint records its position only after the hold is released, i.e.
+    # after the correction; the correction is applied again when the event comes
+    env.printer.state = "PRINTING"
+    env.printer.reader.getNext()
+    later = env.printer.reader.getFilepos()
+    service.correct_position("local", "part.gcode", later - 10)
+    env.printer.cancel_print()
+    assert env.files.get_recovery_data()["pos"] == later
+    service.on_event("PrintCancelled", {"origin": "local", "path": "part.gcode"})
+    assert env.files.get_recovery_data()["pos"] == later - 10
+    assert service.get_recovery()["pos"] == later - 10
+    # a new print forgets the correction
+    service.on_event("PrintStarted", {"origin": "local", "path": "part.gcode"})
+    env.files.save_recovery_data("local", "part.gcode", 1234)
+    service.on_event("PrintFailed", {})
+    assert service.get_recovery()["pos"] == 1234
+
+
+def test_large_files_are_analysed_in_the_background(env, monkeypatch):
+    monkeypatch.setattr(recovery_service, "SYNC_SCAN_LIMIT", 10_000)
+    spawn = Manual(run_now=False)
+    service = env.make(spawn=spawn)
+    _print_and_die(env, service)  # its index build is queued, not run
+    info = service.get_recovery()
+    assert info["status"] == "analysing" and "prelude" not in info
+    with pytest.raises(RecoveryRefused, match="analysed"):
+        service.recover()
+    spawn.run()
+    info = service.get_recovery()
+    assert info["status"] == "ready" and info["prelude"]
+    assert list((env.data / "recovery-index").glob("*.idx"))
+
+
+def test_positions_and_offsets_with_a_bom_and_bytes_that_are_not_utf8(env):
+    """OctoPrint counts a replaced byte as 3 but seeks in bytes: the start offset must be the byte one."""
+    body = b"G28\nG90\nM83\nM104 S200\nM109 S200\nG1 Z0.2 F600\n; \xe9t\xe9 caf\xe9\n"
+    body += b"".join(b"G1 X%d Y10 E0.1\n" % (10 + i) for i in range(60))
+    data = codecs.BOM_UTF8 + body
+    service = env.make()
+    target, pos, _ = _print_and_die(env, service, name="latin.gcode", source=data, fraction=0.8)
+    info = service.get_recovery()
+    assert info["valid"] and info["pos"] == pos
+    assert info["start"] < pos  # 3 replaced bytes counted 3 each by OctoPrint, 1 each on disk
+    reader = PrintingGcodeFileInformation(str(target))
+    reader.start()
+    reader.seek(info["start"])
+    line, _, _ = reader.getNext()
+    assert line.strip() == data[info["start"] :].split(b"\n", 1)[0].decode()
+    assert line.strip() == info["line"]
+
+
+def test_events_and_the_index_for_the_controller(env):
+    events = []
+    service = env.make(emit=lambda name, payload: events.append((name, payload)))
+    target, pos, _ = _print_and_die(env, service)
+    assert [name for name, _ in events] == ["recovery_available"]
+    assert events[0][1]["path"] == "part.gcode" and events[0][1]["pos"] == pos
+    index = service.index_for("local", "part.gcode")
+    assert index and Path(index).exists() and service.index_for("local", "nope.gcode") is None
+    service.recover(start="layer")
+    assert events[-1][0] == "recovery_started" and events[-1][1]["start_choice"] == "layer"
+    _print_and_die(env, service)
+    service.discard()
+    assert events[-1][0] == "recovery_discarded"
