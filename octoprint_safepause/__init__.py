@@ -8,12 +8,14 @@ from flask_babel import gettext
 from octoprint.access import USER_GROUP
 from octoprint.access.permissions import Permissions
 
-from . import api, motion_settings, native_guard, settings_page
+from . import api, motion_settings, native_guard, recovery, settings_page
 from .controller import PauseController, Refused
 from .firmware import choose_flavour, flavour_from_firmware_name
 from .gcode import FLAVOURS
 from .port import OctoPrintPort, state_from_id
+from .recovery_service import RecoveryRefused, RecoveryService
 
+RECOVERY_EVENTS = frozenset(["PrintStarted", "PrintDone", "PrintFailed", "PrintCancelled", "Disconnected", "Error"])
 FORWARDED_EVENTS = frozenset(
     [
         "PrintStarted",
@@ -29,6 +31,7 @@ FORWARDED_EVENTS = frozenset(
 
 SETTINGS_DEFAULTS = dict(
     motion_settings.defaults(),
+    **recovery.SETTINGS_DEFAULTS,
     firmware="auto",  # or one of gcode.FLAVOURS; auto = from the firmware's M115 name, else Marlin 2
     hold_timeout=2.0,  # s to wait for a file line before taking the hold without one (long M109/G4)
     # OctoPrint's own Pause button and /api/job pause become SafePause pauses (docs/native-pause.md).
@@ -62,6 +65,7 @@ class SafePausePlugin(
 ):
     def __init__(self):
         self._detected_flavour = None
+        self.recovery = None
         # Built before OctoPrint injects anything, so that its bound `on_queuing` can be registered
         # as the hook itself (no extra call layer per line); it gets its port in initialize().
         self.controller = PauseController(port=None)
@@ -69,19 +73,36 @@ class SafePausePlugin(
     # ~~ lifecycle
 
     def initialize(self):
+        self.recovery = RecoveryService(
+            self.get_plugin_data_folder(),
+            self._file_manager,
+            self._printer,
+            flavour=self._flavour,
+            settings=self._raw_settings,
+            profile=self._printer_profile_manager.get_current_or_default,
+            script=lambda name: octoprint.settings.settings().loadScript("gcode", name, source=True),
+            emit=self._fire,
+            logger=self._logger,
+        )
         self.controller.bind(
             OctoPrintPort(self._printer, self._file_manager, self._printer_profile_manager),
             emit=self._fire,
             settings=self._raw_settings,
             flavour=self._flavour,
             logger=self._logger,
+            recovery=self.recovery,
         )
         self.controller.hold_timeout = float(self._settings.get_float(["hold_timeout"]) or 2.0)
         self.controller.start()
 
+    def on_after_startup(self):
+        self.recovery.start()
+
     def on_shutdown(self):
         if self.controller is not None:
             self.controller.stop()
+        if self.recovery is not None:
+            self.recovery.stop()
 
     def _fire(self, name, payload):
         self._event_bus.fire(f"plugin_{self._identifier}_{name}", payload)
@@ -275,13 +296,15 @@ class SafePausePlugin(
         self._detected_flavour = flavour_from_firmware_name(firmware_name)
 
     def register_custom_events(self, *args, **kwargs):
-        return ["paused", "resumed", "cancelled"]
+        return ["paused", "resumed", "cancelled", "recovery_available", "recovered", "recovery_discarded"]
 
     # ~~ events
 
     def on_event(self, event, payload):
         if event in FORWARDED_EVENTS and self.controller is not None:
             self.controller.on_printer_event(event, payload)
+        if event in RECOVERY_EVENTS and self.recovery is not None:
+            self.recovery.on_event(event, payload)
 
     # ~~ helpers for other plugins: they only enqueue, never block, never raise for a wrong state
 
@@ -303,6 +326,24 @@ class SafePausePlugin(
     def helper_get_state(self):
         return self.controller.get_state()
 
+    def helper_get_recovery(self):
+        try:
+            return self.recovery.get_recovery()
+        except Exception:
+            self._logger.exception("SafePause: reading the recovery failed")
+            return None
+
+    def helper_recover(self, **choices):
+        try:
+            self.recovery.recover(**choices)
+            return True
+        except (RecoveryRefused, TypeError) as refused:
+            self._logger.info("SafePause recovery refused: %s", refused)
+            return False
+
+    def helper_discard(self):
+        return self.recovery.discard()
+
     # ~~ REST API
 
     def is_api_protected(self):
@@ -319,6 +360,13 @@ class SafePausePlugin(
             flask.abort(403)
         state = self.controller.get_state()
         state["native_pause_pending"] = bool(state.get("holding")) and self._native_pause_pending()
+        choices, error = api.recovery_query(request.args)
+        if error:
+            return flask.make_response(flask.jsonify(error=error), 400)
+        try:
+            state["recovery"] = self.recovery.get_recovery(**choices) if self.recovery else None
+        except RecoveryRefused as refused:
+            return flask.make_response(flask.jsonify(error=str(refused)), refused.status)
         return flask.jsonify(state)
 
     def on_api_command(self, command, data):
@@ -327,7 +375,7 @@ class SafePausePlugin(
         if not (Permissions.PRINT.can() or Permissions.PLUGIN_SAFEPAUSE_CONTROL.can()):
             return flask.make_response(flask.jsonify(error="you are not allowed to pause or resume prints"), 403)
         user = self._current_user_name()
-        status, body = api.handle_command(self.controller, command, data, user=user)
+        status, body = api.handle_command(self.controller, command, data, user=user, recovery=self.recovery)
         return flask.make_response(flask.jsonify(body), status)
 
     # ~~ settings dialog: inline validation and the G-code preview
@@ -397,4 +445,7 @@ def __plugin_load__():
         "resume": plugin.helper_resume,
         "cancel": plugin.helper_cancel,
         "get_state": plugin.helper_get_state,
+        "get_recovery": plugin.helper_get_recovery,
+        "recover": plugin.helper_recover,
+        "discard": plugin.helper_discard,
     }

@@ -6,8 +6,10 @@ Pure enough to unit-test: no Flask here; the plugin turns (status, body) into a 
 from __future__ import annotations
 
 from .controller import Refused
+from .recovery_service import RecoveryRefused
 
-COMMANDS = {"pause": [], "resume": [], "cancel": []}
+COMMANDS = {"pause": [], "resume": [], "cancel": [], "recover": [], "discard": []}
+RECOVER_KEYS = ("position_kept", "start", "prelude")
 MAX_TEXT = 200
 
 
@@ -43,3 +45,34 @@ def handle_command(controller, command: str, data: dict, user: str = None) -> tu
     except Refused as refused:
         return 409, {"error": f"cannot {command}: {refused}", "state": controller.get_state()}
     return 202, {"state": controller.get_state()}
+
+
+def handle_recovery_command(recovery, command: str, data: dict) -> tuple[int, dict]:
+    if recovery is None:
+        return 409, {"error": "recovery is not available"}
+    try:
+        if command == "discard":
+            if not recovery.discard():
+                return 409, {"error": "there is nothing to discard"}
+            return 200, {"discarded": True}
+        unknown = sorted(set(data) - {"command", *RECOVER_KEYS})
+        if unknown:
+            return 400, {"error": f"unknown parameter(s): {', '.join(unknown)}"}
+        result = recovery.recover(**{key: data[key] for key in RECOVER_KEYS if key in data})
+        return 202, {"recovery": result}
+    except RecoveryRefused as refused:
+        return refused.status, {"error": f"cannot {command}: {refused}"}
+
+
+def recovery_query(args) -> tuple[dict, str]:
+    """Choices for GET's `recovery` preview from query parameters; (choices, error or None)."""
+    choices = {}
+    kept = args.get("position_kept")
+    if kept is not None:
+        if kept.lower() not in ("true", "false"):
+            return {}, "position_kept must be true or false"
+        choices["position_kept"] = kept.lower() == "true"
+    start = args.get("start")
+    if start is not None:
+        choices["start"] = start
+    return choices, None

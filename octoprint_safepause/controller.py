@@ -83,6 +83,7 @@ class PauseToken:
     state: object = None  # PrinterState snapshot at the hold
     plan: PausePlan | None = None
     heaters_off: bool = False
+    pause_sent: bool = False  # the pause lines went out (so cancel has modes to restore)
     heater_done: frozenset = frozenset()  # heater-policy actions taken during this hold
     next_heater_check: float | None = None  # hold seconds at which the policy acts next
     warnings: list[str] = field(default_factory=list)
@@ -126,8 +127,9 @@ class PauseController:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def bind(self, port, emit=None, settings=None, flavour=None, logger=None) -> None:
+    def bind(self, port, emit=None, settings=None, flavour=None, logger=None, recovery=None) -> None:
         self._port = port
+        self._recovery = recovery  # RecoveryService or None: told where a print stands and ends
         self._emit = emit or (lambda name, payload: None)
         self._settings = settings or dict
         self._flavour = flavour or (lambda: "marlin")
@@ -143,6 +145,14 @@ class PauseController:
         self._requests.put_nowait(("stop",))
         if self._thread is not None:
             self._thread.join(timeout)
+        token = self._token
+        if self._holding and token is not None:
+            # Releasing now would let OctoPrint stream on from the park position, retracted, in the
+            # pause's modes, for as long as the connection outlives us. The hold ends with the process;
+            # the recovery continues from the saved line.
+            self._log.warning("SafePause: OctoPrint shuts down during a hold: the print stays held")
+            self._correct_recovery(token)
+            return
         self._release_hold()
 
     # ------------------------------------------------------------------ the hook (OctoPrint's threads)
@@ -384,7 +394,13 @@ class PauseController:
             self._log.warning("SafePause: %s", warning)
         token.next_heater_check = 0.0
         if self._state == PAUSING:  # a cancel may already be waiting in the deferred requests
-            self._send(lines, TAG_PAUSE)
+            try:
+                self._send(lines, TAG_PAUSE)
+            except RuntimeError as error:
+                self._connection_lost(token, error)
+                self._replay_deferred()
+                return
+            token.pause_sent = True
             with self._lock:
                 self._set_state(PAUSED)
             self._emit("paused", self._event_payload(token))
@@ -447,30 +463,34 @@ class PauseController:
     def _do_resume(self, token: PauseToken) -> None:
         if token is not self._token or self._state != RESUMING:
             return
+        if self._port.state() == "cancelling":
+            self._cancel_held(token, ask_octoprint=False)
+            return
+        values, profile, settings = self._current_settings()
+        volume = Volume.from_profile(profile)
         try:
-            if self._port.state() == "cancelling":
-                self._cancel_held(token, ask_octoprint=False)
-                return
-            values, profile, settings = self._current_settings()
-            volume = Volume.from_profile(profile)
-            try:
-                at_park = self._render("resume_template", values, token, profile, settings, volume)
-            except TemplateError as error:
-                # Nothing has moved yet: stay paused and holding, and say why.
-                with self._lock:
-                    self._set_state(PAUSED)
-                    self._last_error = f"resume refused, the resume template failed: {error}"
-                self._log.warning("SafePause: %s", self._last_error)
-                return
+            at_park = self._render("resume_template", values, token, profile, settings, volume)
+        except TemplateError as error:
+            # Nothing has moved yet: stay paused and holding, and say why.
+            with self._lock:
+                self._set_state(PAUSED)
+                self._last_error = f"resume refused, the resume template failed: {error}"
+            self._log.warning("SafePause: %s", self._last_error)
+            return
+        try:
             wait = token.heaters_off or needs_reheat(token.state, self._port.temperatures())
             lines = resume_sequence(token.state, token.plan, volume, settings, wait_for_heat=wait, at_park=at_park)
             self._send(lines, TAG_RESUME)
             with self._lock:
                 self._armed = False
-                saved, token.saved = token.saved, []
+                saved = list(token.saved)
             # Re-sent while still held: it goes straight to the send queue, ahead of the next file line.
             for cmd, _cmd_type, tags in saved:
                 self._port.send([cmd], set(tags) | {TAG_RESEND})
+            token.saved = []
+        except RuntimeError as error:
+            self._connection_lost(token, error)
+            return
         finally:
             self._release_hold()
         self._emit("resumed", self._event_payload(token))
@@ -482,11 +502,12 @@ class PauseController:
         self._cancel_held(token, ask_octoprint)
 
     def _cancel_held(self, token: PauseToken, ask_octoprint: bool) -> None:
+        self._correct_recovery(token)
         with self._lock:
             self._set_state(CANCELLING)
             saved, token.saved = token.saved, []
         try:
-            if token.plan is not None and self._holding:  # the pause lines went out: undo their modes
+            if token.pause_sent and self._holding:  # the pause lines went out: undo their modes
                 _, _, settings = self._current_settings()
                 self._send(mode_restore(token.state, token.plan, settings), TAG_CANCEL)
             if ask_octoprint and self._port.state() not in ("cancelling", "operational", "offline", "error"):
@@ -513,6 +534,7 @@ class PauseController:
             self._cancel_held(token, ask_octoprint=False)
         elif name in ("PrintFailed", "PrintDone", "Disconnected", "Disconnecting", "Error", "Shutdown") and holding:
             self._log.warning("SafePause: %s during a hold, ending it", name)
+            self._correct_recovery(token)
             with self._lock:
                 token.saved = []
             self._release_hold()
@@ -522,6 +544,31 @@ class PauseController:
             self._reset_tracking()
 
     # ------------------------------------------------------------------ helpers
+
+    def _connection_lost(self, token: PauseToken, error: Exception) -> None:
+        """The comm vanished under us (RuntimeError from the printer): end the pause, nothing to undo."""
+        self._log.warning("SafePause: the printer connection went away during %s: %s", self._state, error)
+        self._correct_recovery(token)
+        with self._lock:
+            token.saved = []
+        self._release_hold()
+        self._emit("cancelled", self._event_payload(token))
+        self._finish(f"the printer connection was lost ({error})")
+
+    def _correct_recovery(self, token: PauseToken | None) -> None:
+        """A hold that ends badly: OctoPrint records a file position after the suppressed line(s), which
+        never reached the printer; point the recovery at the saved line instead."""
+        if self._recovery is None or token is None or token.job.origin != "local":
+            return
+        try:
+            if token.filepos is None and token.saved:
+                self._state_at(token)
+            if token.filepos is None:
+                return
+            z = token.plan.travel_z if token.pause_sent and token.plan is not None else None
+            self._recovery.correct_position(token.job.origin, token.job.path, token.filepos, z=z)
+        except Exception:
+            self._log.exception("SafePause: could not correct the recovery position")
 
     def _send(self, lines, tag: str) -> None:
         if lines:
@@ -634,3 +681,5 @@ class PauseController:
         # One byte short: the line ending at pos may be inside the hook right now and get suppressed
         # by a pause; the shadow must never contain a line that is still to be sent.
         self._advance_shadow(job, pos - 1)
+        if self._recovery is not None:
+            self._recovery.note_progress(job.origin, job.path, pos)

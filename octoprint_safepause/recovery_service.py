@@ -583,7 +583,7 @@ class RecoveryService:
             self._analyses.clear()
             self._save()
         self._emit(
-            "recovery_started",
+            "recovered",
             {"origin": info["origin"], "path": info["path"], "pos": info["pos"], "start": info["start"],
              "start_choice": start, "position_kept": position_kept},
         )  # fmt: skip

@@ -507,7 +507,7 @@ def test_events_and_the_index_for_the_controller(env):
     index = service.index_for("local", "part.gcode")
     assert index and Path(index).exists() and service.index_for("local", "nope.gcode") is None
     service.recover(start="layer")
-    assert events[-1][0] == "recovery_started" and events[-1][1]["start_choice"] == "layer"
+    assert events[-1][0] == "recovered" and events[-1][1]["start_choice"] == "layer"
     _print_and_die(env, service)
     service.discard()
     assert events[-1][0] == "recovery_discarded"
