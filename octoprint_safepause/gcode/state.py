@@ -215,36 +215,35 @@ class StateTracker:
             head = line[:3]
             if (head == "G1 " or head == "G0 ") and self._mm:
                 x = y = z = e = f = ft = None
+                acc = 0.0  # float() also reads nan, inf and overflows (unreadable): one check for all
                 try:
                     for t in line[3:].split():
                         c = t[0]
                         if c == "X":
                             x = float(t[1:])
-                            if x - x:  # float() also reads nan, inf and overflows: unreadable
-                                raise ValueError
+                            acc += x
                         elif c == "Y":
                             y = float(t[1:])
-                            if y - y:
-                                raise ValueError
+                            acc += y
                         elif c == "E":
                             e = float(t[1:])
-                            if e - e:
-                                raise ValueError
+                            acc += e
                         elif c == "F":
                             if t != self._fs:  # feedrates repeat: convert each spelling once
                                 f = float(t[1:])
-                                if f - f:
-                                    raise ValueError
+                                acc += f
                                 ft = t
                         elif c == "Z":
                             z = float(t[1:])
-                            if z - z:
-                                raise ValueError
+                            acc += z
                         elif c == ";":
                             break
                         else:
                             raise ValueError
                 except ValueError:
+                    self._general(line)
+                    return
+                if acc - acc:  # nan or inf somewhere (or finite values summing past 1e308: rare, exact anyway)
                     self._general(line)
                     return
                 rel = self._rel
