@@ -26,9 +26,11 @@ def clean_text(data: dict, key: str):
     return value or None
 
 
-def handle_command(controller, command: str, data: dict, user: str = None) -> tuple[int, dict]:
+def handle_command(controller, command: str, data: dict, user: str = None, recovery=None) -> tuple[int, dict]:
     if not isinstance(data, dict):
         return 400, {"error": "the body must be a JSON object"}
+    if command in ("recover", "discard"):
+        return handle_recovery_command(recovery, command, data)
     try:
         if command == "pause":
             reason = clean_text(data, "reason")

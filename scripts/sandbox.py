@@ -346,6 +346,12 @@ class Sandbox:
                 process.kill()
                 process.wait()
 
+    def restart(self, timeout: float = 60.0) -> Sandbox:
+        """Stop OctoPrint and start it again on the same base directory and port: its settings, uploads,
+        users and plugin data (e.g. print_recovery_data.yaml, the plugins' data folders) are kept."""
+        self.stop()
+        return self.start(timeout=timeout)
+
     def cleanup(self):
         self.stop()
         if not self.keep:

@@ -310,3 +310,7 @@ def sp_server(tmp_path_factory):
             if log.exists():
                 shutil.copyfile(log, SP_ARTIFACTS / log.name)
         sb.cleanup()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# recovery tests (test_recovery.py, test_recovery_browser.py)

@@ -68,3 +68,37 @@ def test_wrong_state_is_409_with_the_reason(command):
     assert status == 409
     assert body["error"] == f"cannot {command}: not paused (state: idle)"
     assert body["state"]["state"] == "idle"
+
+
+class StubRecovery:
+    def __init__(self, refuse=None, nothing=False):
+        self.refuse, self.nothing, self.calls = refuse, nothing, []
+
+    def recover(self, **choices):
+        from octoprint_safepause.recovery_service import RecoveryRefused
+
+        if self.refuse:
+            raise RecoveryRefused(*self.refuse)
+        self.calls.append(choices)
+        return {"path": "part.gcode", "start": 100}
+
+    def discard(self):
+        return not self.nothing
+
+
+def test_recover_and_discard_go_to_the_recovery_service():
+    recovery = StubRecovery()
+    status, body = handle_command(
+        StubController(), "recover", {"command": "recover", "position_kept": False, "start": "layer"}, recovery=recovery
+    )
+    assert status == 202 and body["recovery"]["start"] == 100
+    assert recovery.calls == [{"position_kept": False, "start": "layer"}]
+    assert handle_command(StubController(), "discard", {}, recovery=recovery) == (200, {"discarded": True})
+    assert handle_command(StubController(), "discard", {}, recovery=StubRecovery(nothing=True))[0] == 409
+
+
+def test_recover_refusals_keep_their_status():
+    status, body = handle_command(StubController(), "recover", {}, recovery=StubRecovery(refuse=("bad start", 400)))
+    assert status == 400 and "bad start" in body["error"]
+    assert handle_command(StubController(), "recover", {"speed": 1}, recovery=StubRecovery())[0] == 400
+    assert handle_command(StubController(), "recover", {}, recovery=None)[0] == 409
