@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 from ..corpus import GCODE_DIR as CORPUS_DIR
+from ..corpus import flavour_for
 
 NAN = float("nan")
 
@@ -31,21 +32,6 @@ NAN = float("nan")
 REPO = Path(__file__).resolve().parents[2]
 GCODE_DIR = Path(os.environ.get("SAFEPAUSE_GCODE_DIR", CORPUS_DIR))
 
-# Flavour of each file, from shared/gcode/README.md (file names and the "what it stresses" column):
-# 03 runs on Klipper, 04 ("reprap") and 05 on RepRapFirmware, 11 is a Prusa MK3S (Prusa-Firmware),
-# the rest are Marlin.
-CORPUS_FLAVOURS = {
-    "01": "marlin",
-    "02": "marlin",
-    "03": "klipper",
-    "04": "reprapfirmware",
-    "05": "reprapfirmware",
-    "07": "marlin",
-    "08": "marlin",
-    "09": "marlin",
-    "11": "prusa",
-    "12": "marlin",
-}
 
 
 def corpus_files():
@@ -54,7 +40,7 @@ def corpus_files():
         return []
     out = []
     for p in sorted(GCODE_DIR.glob("*.gcode")):
-        out.append((p, CORPUS_FLAVOURS.get(p.name[:2], "marlin")))
+        out.append((p, flavour_for(p.name)))
     return out
 
 
