@@ -27,7 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-NOOP_PLUGIN = '''
+NOOP_PLUGIN = """
 __plugin_name__ = "bench_noop"
 __plugin_pythoncompat__ = ">=3.7,<4"
 
@@ -35,7 +35,7 @@ def noop(comm, phase, cmd, cmd_type, gcode, *args, **kwargs):
     return None
 
 __plugin_hooks__ = {"octoprint.comm.protocol.gcode.queuing": noop}
-'''
+"""
 
 
 def corpus_lines(folder: Path):
@@ -96,8 +96,12 @@ def measure(comm, hook_map, lines, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gcode", default=os.environ.get("SAFEPAUSE_GCODE", str(REPO.parent / "shared" / "gcode")))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--gcode", default=os.environ.get("SAFEPAUSE_GCODE", str(REPO.parent / "shared" / "gcode"))
+    )
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 

@@ -532,11 +532,18 @@ class PauseController:
         holding = self._state in (PAUSING, PAUSED, RESUMING)
         if name in ("PrintCancelling", "PrintCancelled") and holding:
             self._cancel_held(token, ask_octoprint=False)
+        elif name == "PrintDone" and holding and not self._holding:
+            # the last line went out before the pause could take hold: nothing was held or cancelled
+            self._finish("the print finished before the pause took effect")
         elif name in ("PrintFailed", "PrintDone", "Disconnected", "Disconnecting", "Error", "Shutdown") and holding:
             self._log.warning("SafePause: %s during a hold, ending it", name)
             self._correct_recovery(token)
             with self._lock:
                 token.saved = []
+                if name in ("Disconnecting", "Shutdown"):
+                    # The connection still streams until it closes: releasing now would send file lines
+                    # from the park position. The count goes with the connection (or the process).
+                    self._holding = False
             self._release_hold()
             self._emit("cancelled", self._event_payload(token))
             self._finish(f"the hold ended because of {name}")

@@ -1017,23 +1017,12 @@ def make_profile(identifier: str, width: float, depth: float, height: float, **o
 # ---------------------------------------------------------------------------------------------------------
 # a real PauseController wired to the rig (like the plugin's initialize(); for the controller tests)
 
-# Firmware flavour per shared file (gcode/README.md), as the plugin's "firmware" setting would say.
-GCODE_FLAVOURS = {
-    "01": "marlin",
-    "02": "marlin",
-    "03": "klipper",
-    "04": "reprapfirmware",
-    "05": "reprapfirmware",
-    "07": "marlin",
-    "08": "marlin",
-    "09": "marlin",
-    "11": "prusa",
-    "12": "marlin",
-}
-
-
 def flavour_for_gcode(filename: str) -> str:
-    return GCODE_FLAVOURS.get(Path(filename).name[:2], "marlin")
+    """The firmware flavour of a shared file (tests/corpus.py, from gcode/README.md)."""
+    sys.path.insert(0, str(REPO))
+    from tests.corpus import flavour_for
+
+    return flavour_for(filename)
 
 
 def plugin_settings(**overrides) -> dict:
@@ -1144,3 +1133,115 @@ def print_sd(rig: Rig, path, timeout: float = 10.0) -> JobInfo:
     rig.wait_for(lambda: rig.comm.isSdFileSelected(), timeout=timeout)
     rig.comm.startPrint(tags={"trigger:rig.print_sd"})
     return rig.job
+
+
+# ---------------------------------------------------------------------------------------------------------
+# wire checks and file excerpts for the controller tests
+
+
+def wire_kind(record: Received) -> str:
+    """One letter per received line: F file line (also a re-sent one), P pause, U resume (restore), C
+    cancel G-code of SafePause, X anything else."""
+    tags = record.tags or ()
+    if record.fileline is not None:
+        return "F"
+    for letter, tag in (("P", "safepause:pause"), ("U", "safepause:resume"), ("C", "safepause:cancel")):
+        if tag in tags:
+            return letter
+    return "X"
+
+
+def check_pause_placement(records: list[Received], saved_lines: list[str | None]) -> list[str]:
+    """Completed pauses in the wire, one entry of `saved_lines` per pause in order (the saved line's text,
+    None when the fallback held without one). Each pause's lines form one group between two consecutive
+    file lines: pause lines, then restore lines (other lines, e.g. terminal commands, may come between
+    them but not after the restore lines); with a saved line, the line right after the group is its
+    re-send (tagged safepause:resend, same text, the next file line number). Returns the problems."""
+    problems = []
+    kinds = [wire_kind(r) for r in records]
+    groups, previous = [], -1
+    for i in [i for i, k in enumerate(kinds) if k == "F"] + [len(records)]:
+        inner = [j for j in range(previous + 1, i) if kinds[j] in "PUC"]
+        if inner:
+            groups.append((previous, i, inner))
+        previous = i
+    if len(groups) != len(saved_lines):
+        problems.append(f"{len(groups)} groups of SafePause lines for {len(saved_lines)} completed pauses")
+    for n, ((before, after, inner), saved) in enumerate(zip(groups, saved_lines)):
+        text = "".join(kinds[j] for j in inner)
+        if not re.fullmatch(r"P+U+", text):
+            problems.append(f"pause {n}: SafePause lines {text!r} are not pause lines then restore lines")
+        if after < len(records) and inner[-1] != after - 1:
+            problems.append(f"pause {n}: {records[inner[-1] + 1 : after]} between the restore and next line")
+        previous_line = records[before].fileline if before >= 0 else 0
+        resend = records[after] if after < len(records) else None
+        if saved is None:
+            if resend is not None and "safepause:resend" in (resend.tags or ()):
+                problems.append(f"pause {n}: a re-send without a saved line")
+        elif resend is None:
+            problems.append(f"pause {n}: saved line {saved!r} never re-sent")
+        elif "safepause:resend" not in (resend.tags or ()) or resend.cmd != saved:
+            problems.append(f"pause {n}: after the restore lines came {resend}, not the re-send of {saved!r}")
+        elif resend.fileline != previous_line + 1:
+            problems.append(f"pause {n}: re-sent line {resend.fileline} after line {previous_line}")
+    resent = sum("safepause:resend" in (r.tags or ()) for r in records)
+    expected = sum(s is not None for s in saved_lines)
+    if resent != expected:
+        problems.append(f"{resent} re-sent lines for {expected} saved lines")
+    return problems
+
+
+def corpus_excerpt(
+    path, folder, rng, budget: int = 12000, full: bool = False, extra=(rb"M600", rb"M601", rb"G4")
+):
+    """`path` itself when it has at most `budget` lines (or `full`), else a copy with the same name (the
+    rig picks profile and flavour from it) made of whole layers of the real file: the start G-code and
+    first 3 layers, the two layers around every line starting with one of `extra`, random middle layers
+    up to `budget` lines, the last layer and the end G-code."""
+    path = Path(path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    if full or len(lines) <= budget:
+        return path
+    marks = [i for i, line in enumerate(lines) if line.startswith((b";LAYER_CHANGE", b";LAYER:"))]
+    chunks = [(0, marks[3]), (marks[-2], len(lines))]
+    special = re.compile(rb"(" + b"|".join(extra) + rb")\b") if extra else None
+    for i in range(marks[3], marks[-2]):
+        if special is not None and special.match(lines[i]):
+            start = max(m for m in marks if m <= i)
+            after = [m for m in marks if m > i]
+            chunks.append((start, after[1] if len(after) > 1 else len(lines)))
+    used = sum(end - start for start, end in chunks)
+    middle = marks[4:-3]
+    for _attempt in range(20):
+        if used >= budget or not middle:
+            break
+        start = rng.choice(middle)
+        end = min(next((m for m in marks if m > start + (budget - used) // 2), marks[-2]), marks[-2])
+        if end > start:
+            chunks.append((start, end))
+            used += end - start
+    merged: list[list[int]] = []
+    for start, end in sorted(chunks):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / path.name
+    out.write_bytes(b"".join(b"".join(lines[start:end]) for start, end in merged))
+    return out
+
+
+def head_and_tail(path, folder, head_layers: int = 2, tail_lines: int = 0):
+    """A short real print: the start G-code and the first `head_layers` layers of `path`, then its last
+    layer and end G-code (or just its last `tail_lines` lines); same name (profile, flavour)."""
+    path = Path(path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    marks = [i for i, line in enumerate(lines) if line.startswith((b";LAYER_CHANGE", b";LAYER:"))]
+    tail = len(lines) - tail_lines if tail_lines else marks[-1]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / path.name
+    out.write_bytes(b"".join(lines[: marks[head_layers]] + lines[tail:]))
+    return out

@@ -1,0 +1,660 @@
+"""A real PauseController on the rig: the edges of the issue's proof (part 3).
+
+The fallback hold during a long M109 and a G4 dwell; refusals (not printing, OctoPrint's own pause, SD
+print, double pause, resume when not paused); OctoPrint pausing natively during our hold; a pause
+requested right as the file's last line goes out; a cancel while still pausing and one between the
+hold and the pause lines; the printer disconnecting while pausing, paused, while the pause lines go out
+and while resuming; controller.stop() (OctoPrint shutdown) during a hold; another plugin holding the
+job at the same time; the long-hold heater policy.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from rig import (
+    SHARED_GCODE,
+    ComPort,
+    LogTrap,
+    check_file_lines,
+    check_pause_placement,
+    file_lines,
+    flavour_for_gcode,
+    head_and_tail,
+    print_sd,
+    unwire_controller,
+    wire_controller,
+    wire_kind,
+)
+
+from octoprint_safepause.controller import IDLE, PAUSED, PAUSING, TAG_RESEND, Refused
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+SMALL = SHARED_GCODE / "09_marlin_absE_0.10mm_comments_M3screw.gcode"  # 7605 file lines, M190 + M109
+DWELL = SHARED_GCODE / "02_marlin2_relE_zhop_ender3_bunny_0.16mm.gcode"  # G4 S10 in its start G-code
+KLIPPER = SHARED_GCODE / "03_klipper_voron_fwretract_G10G11_sphere_0.25mm.gcode"
+
+
+@pytest.fixture
+def wired(rig):
+    made = []
+
+    def make(**kwargs):
+        made.append(wire_controller(rig, **kwargs))
+        return made[-1]
+
+    yield make
+    for w in made:
+        unwire_controller(rig, w)
+
+
+def wait_until(predicate, timeout=10.0, what="condition", rig=None):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{what} not reached after {timeout}s" + (f"; {rig.diagnose()}" if rig else "")
+            )
+        time.sleep(0.002)
+
+
+def wait_stuck_in(rig, command, quiet=0.15, timeout=10.0):
+    """Wait until `command` (a file line) went out and then no file line for `quiet` s: the printer sits in
+    it. (The line after it may be in flight too: the virtual printer answers some lines, e.g. Klipper
+    macros it does not know, with an extra "ok", which lets OctoPrint send one line ahead.)"""
+    wait_until(lambda: any(r.cmd.startswith(command) for r in file_records(rig)), timeout, command, rig)
+    count, since = len(file_records(rig)), time.monotonic()
+    while time.monotonic() - since < quiet:
+        time.sleep(0.01)
+        if len(file_records(rig)) != count:
+            count, since = len(file_records(rig)), time.monotonic()
+    return [r for r in file_records(rig) if r.cmd.startswith(command)][-1]
+
+
+def file_records(rig):
+    return [r for r in rig.records() if r.fileline is not None]
+
+
+def filepos(rig) -> int:
+    comm = rig.comm
+    return ((comm.getFilePosition() if comm else None) or {}).get("pos", 0)
+
+
+def assert_clean_end(rig, controller, path, saved_lines, trap, result="PrintDone", complete=True):
+    assert rig.wait_done(30) == result
+    wait_until(lambda: controller.state == IDLE, 5, "controller idle")
+    assert rig.hold_count() in (0, None) and not controller.holding
+    records = rig.records()
+    report = check_file_lines(records, path, complete=complete)
+    assert report.ok, report
+    if saved_lines is not None:
+        problems = check_pause_placement(records, saved_lines)
+        assert not problems, problems
+    assert not trap.ours(), "\n".join(trap.ours())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the fallback: no file line comes
+
+
+@pytest.mark.parametrize(
+    "path,command",
+    [(SMALL, "M109"), (DWELL, "G4")],
+    ids=["long M109", "G4 dwell"],
+)
+def test_pause_while_the_printer_is_busy_takes_the_hold_after_hold_timeout(
+    rig, wired, tmp_path, path, command
+):
+    """The printer sits in a long M109 / G4 (3 s before its "ok"): no file line is queued, so the
+    controller takes the hold itself after hold_timeout; nothing is suppressed, the pause lines follow
+    the busy command, nothing is lost."""
+    printed = head_and_tail(path, tmp_path, head_layers=2)
+    w = wired(hold_timeout=0.5, flavour=flavour_for_gcode(path.name))
+    controller = w.controller
+    with LogTrap() as trap:
+        rig.debug(f"sleep_after_next {command} 3")
+        rig.print_file(printed)
+        busy = wait_stuck_in(rig, command)
+        assert file_records(rig)[-1].fileline == busy.fileline
+        started = time.monotonic()
+        controller.pause(reason="busy", source="test")
+        wait_until(lambda: controller.state == PAUSED, 5, "paused", rig)
+        took = time.monotonic() - started
+        assert 0.45 <= took < 2.0, f"fallback hold after {took:.2f}s with hold_timeout 0.5"
+        # still inside the busy command: no file line since, and no line saved
+        assert file_records(rig)[-1].fileline == busy.fileline
+        state = controller.get_state()
+        assert state["saved_line"] is None and state["holding"] and rig.hold_count() == 1
+        # the pause lines go out right after the busy command's "ok", before any file line
+        wait_until(lambda: any(wire_kind(r) == "P" for r in rig.records()), 6, "pause lines", rig)
+        assert file_records(rig)[-1].fileline == busy.fileline
+        controller.resume()
+        assert_clean_end(rig, controller, printed, [None], trap)
+    kinds = [wire_kind(r) for r in rig.records()]
+    first_pause = kinds.index("P")
+    assert rig.records()[max(i for i in range(first_pause) if kinds[i] == "F")].fileline == busy.fileline
+    assert [e[0] for e in w.events] == ["paused", "resumed"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# refusals
+
+
+def test_refused_when_not_printing(rig, wired):
+    controller = wired().controller
+    with pytest.raises(Refused, match="not printing"):
+        controller.pause()
+    with pytest.raises(Refused, match="not paused"):
+        controller.resume()
+    with pytest.raises(Refused, match="nothing to cancel"):
+        controller.cancel()
+    assert controller.try_(controller.pause) is False
+    assert controller.state == IDLE and rig.hold_count() == 0
+
+
+def test_refused_while_octoprint_pauses_natively_then_works_after_its_resume(rig, wired):
+    w = wired(hold_timeout=0.5)
+    controller = w.controller
+    with LogTrap() as trap:
+        rig.print_file(SMALL)
+        wait_until(lambda: filepos(rig) > 60_000, 20, "position", rig)
+        rig.comm.setPause(True, tags={"source:api", "api:job"})
+        # pausing (M400 + M114 on their way) and paused: both refused
+        with pytest.raises(Refused, match="not printing"):
+            controller.pause()
+        rig.wait_state("PAUSED", timeout=10)
+        with pytest.raises(Refused, match="paused, not printing"):
+            controller.pause()
+        assert controller.state == IDLE and rig.hold_count() == 0
+        rig.comm.setPause(False, tags={"source:api", "api:job"})
+        rig.wait_state("PRINTING", timeout=10)
+        controller.pause()
+        wait_until(lambda: controller.state == PAUSED, 5, "paused", rig)
+        saved = controller.get_state()["saved_line"]
+        controller.resume()
+        assert_clean_end(rig, controller, SMALL, [saved], trap)
+
+
+def test_octoprint_pause_during_our_hold_takes_effect_after_our_resume(rig, wired):
+    """OctoPrint's own Pause while we hold: its state stays Pausing for the whole hold; our resume re-sends
+    the saved line, then OctoPrint completes its pause; its resume prints on, every line once."""
+    w = wired(hold_timeout=0.5)
+    controller = w.controller
+    with LogTrap() as trap:
+        rig.print_file(SMALL)
+        wait_until(lambda: filepos(rig) > 60_000, 20, "position", rig)
+        controller.pause()
+        wait_until(lambda: controller.state == PAUSED, 5, "paused", rig)
+        saved = controller.get_state()["saved_line"]
+        rig.comm.setPause(True, tags={"source:api", "api:job"})
+        assert rig.state_id() == "PAUSING" and rig.hold_count() == 1
+        controller.resume()
+        wait_until(lambda: controller.state == IDLE, 5, "resumed", rig)
+        rig.wait_state("PAUSED", timeout=10)  # OctoPrint's pause completes after our release
+        assert rig.hold_count() == 0
+        resent = [r for r in rig.records() if TAG_RESEND in (r.tags or ())]
+        assert [r.cmd for r in resent] == [saved]
+        last = file_records(rig)[-1]
+        assert last is not None and TAG_RESEND in last.tags  # nothing after the re-send until resumed
+        rig.comm.setPause(False, tags={"source:api", "api:job"})
+        assert_clean_end(rig, controller, SMALL, [saved], trap)
+
+
+def test_refused_on_an_sd_print(rig, wired, tmp_path):
+    controller = wired().controller
+    short = head_and_tail(SMALL, tmp_path, head_layers=30)
+    print_sd(rig, short)
+    try:
+        rig.wait_state("PRINTING", timeout=10)
+    except TimeoutError:
+        pytest.skip(f"the virtual printer did not start an SD print: {rig.diagnose()}")
+    assert controller.try_(controller.pause) is False
+    with pytest.raises(Refused, match="SD card"):
+        controller.pause()
+    assert controller.state == IDLE and rig.hold_count() == 0
+    rig.cancel()
+    rig.wait_state("OPERATIONAL", timeout=15)
+
+
+def test_double_pause_resume_and_cancel_in_the_wrong_state_are_refused(rig, wired):
+    w = wired(hold_timeout=0.5)
+    controller = w.controller
+    with LogTrap() as trap:
+        rig.print_file(SMALL)
+        wait_until(lambda: filepos(rig) > 60_000, 20, "position", rig)
+        controller.pause(reason="first")
+        with pytest.raises(Refused, match="already"):
+            controller.pause(reason="second")
+        if controller.state == PAUSING:
+            with pytest.raises(Refused, match="not paused"):
+                controller.resume()
+        wait_until(lambda: controller.state == PAUSED, 5, "paused", rig)
+        with pytest.raises(Refused, match="already paused"):
+            controller.pause(reason="third")
+        assert controller.get_state()["reason"] == "first" and rig.hold_count() == 1
+        saved = controller.get_state()["saved_line"]
+        controller.resume()
+        # a second resume and a cancel right behind it are refused (resuming) or find nothing (idle)
+        with pytest.raises(Refused):
+            controller.resume()
+        with pytest.raises(Refused):
+            controller.cancel()
+        assert_clean_end(rig, controller, SMALL, [saved], trap)
+    assert [e[0] for e in w.events] == ["paused", "resumed"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the last line of the file
+
+
+class LastLineTrigger:
+    """Requests one pause at a chosen moment around the file's last line(s): from the queuing hook (on
+    OctoPrint's comm thread, with its locks held) before or after the controller's own hook sees the
+    line, from the sent hook (sending thread), or from the test thread."""
+
+    def __init__(self, controller, when, total, attempt):
+        self.controller, self.when, self.attempt = controller, when, attempt
+        self.target = total - 1 if "second-to-last" in when else total
+        self.requested = threading.Event()
+        self.answers = []
+
+    def request(self):
+        if not self.requested.is_set():
+            self.requested.set()
+            reason = f"last-{self.attempt}"
+            self.answers.append(self.controller.try_(self.controller.pause, reason=reason, source="test"))
+
+    def queuing(self, comm, phase, cmd, cmd_type, gcode, subcode=None, tags=None, *args, **kwargs):
+        line = int(next((t[9:] for t in tags or () if t.startswith("fileline:")), 0))
+        if self.when.startswith("queuing-hook, before") and line == self.target:
+            self.request()
+        result = self.controller.on_queuing(comm, phase, cmd, cmd_type, gcode, subcode=subcode, tags=tags)
+        if self.when.startswith("queuing-hook, after") and line == self.target:
+            self.request()
+        return result
+
+    def sent(self, comm, phase, cmd, cmd_type, gcode, subcode=None, tags=None, *args, **kwargs):
+        if tags and "source:file" in tags and f"fileline:{self.target}" in tags:
+            self.request()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "when",
+    [
+        "queuing-hook, before the last line",
+        "queuing-hook, after the last line",
+        "queuing-hook, before the second-to-last line",
+        "sent-hook, last line written",
+        "test thread, last line read",
+        "test thread, last 200 bytes read",
+    ],
+)
+def test_pause_requested_as_the_last_line_goes_out(rig, wired, tmp_path, when):
+    """Either a clean pause (the last line saved and re-sent on resume, or held before the end) or an
+    aborted pause (refused or "no longer running"); never a lost line, never a leaked hold."""
+    printed = head_and_tail(SMALL, tmp_path, head_layers=1)
+    total = len(file_lines(printed))
+    size = printed.stat().st_size
+    w = wired(hold_timeout=0.3)
+    controller = w.controller
+    outcomes = []
+    for attempt in range(3):
+        trigger = LastLineTrigger(controller, when, total, attempt)
+        rig.hooks["queuing"] = trigger.queuing
+        if when.startswith("sent-hook"):
+            rig.hooks["sent"] = trigger.sent
+        with LogTrap() as trap:
+            rig.print_file(printed)
+            if when.startswith("test thread"):
+                at = size if "last line" in when else size - 200
+                wait_until(lambda a=at: filepos(rig) >= a or rig.state_id() != "PRINTING", 10, "end", rig)
+                trigger.request()
+            wait_until(
+                lambda t=trigger: t.requested.is_set() or rig.state_id() == "OPERATIONAL", 10, "request", rig
+            )
+            wait_until(lambda: controller.state in (PAUSED, IDLE), 5, "settled", rig)
+            saved = []
+            if controller.state == PAUSED:
+                state = controller.get_state()
+                assert rig.hold_count() == 1
+                saved = [state["saved_line"]]
+                outcomes.append(f"paused, saved {state['saved_line']!r}")
+                controller.resume()
+            else:
+                events = [e[0] for e in w.events]
+                outcomes.append(f"not paused: {trigger.answers} {controller.get_state()['error']} {events}")
+            assert_clean_end(rig, controller, printed, saved, trap)
+            w.events.clear()
+        rig.hooks.pop("sent", None)
+    print(when, outcomes)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# cancel while still pausing
+
+
+def cancel_while_pausing(rig, wired, tmp_path, path, how="safepause"):
+    """Pause while the printer sits in a long M109 (the fallback wait), cancel 0.2 s later."""
+    printed = head_and_tail(path, tmp_path, head_layers=2)
+    w = wired(hold_timeout=1.0, flavour=flavour_for_gcode(path.name))
+    controller = w.controller
+    with LogTrap() as trap:
+        rig.debug("sleep_after_next M109 3")
+        rig.print_file(printed)
+        wait_stuck_in(rig, "M109")
+        controller.pause(reason="cancel-while-pausing")
+        time.sleep(0.2)  # inside the hold_timeout wait on purpose
+        assert controller.state == PAUSING
+        if how == "safepause":
+            controller.cancel()
+        else:
+            rig.comm.cancelPrint(tags={"source:api", "api:job", "trigger:test"})
+        assert_clean_end(rig, controller, printed, None, trap, result="PrintCancelled", complete=False)
+    return w, rig.records()
+
+
+@pytest.mark.parametrize(
+    "path,how",
+    [(SMALL, "safepause"), (KLIPPER, "safepause"), (SMALL, "comm.cancelPrint")],
+    ids=["marlin", "klipper", "octoprint-cancel"],
+)
+def test_cancel_while_still_pausing(rig, wired, tmp_path, path, how):
+    """Cancel during the fallback wait: no pause lines go out, the print ends PrintCancelled, every line
+    up to the cancel once, OctoPrint's cancel script runs, no hold left; a SafePause cancel announces
+    the end of the pause it accepted, whoever cancelled."""
+    w, records = cancel_while_pausing(rig, wired, tmp_path, path, how)
+    pause_lines = [r.cmd for r in records if wire_kind(r) == "P"]
+    assert not pause_lines, f"pause lines after a cancel while pausing: {pause_lines}"
+    assert any(r.tags and "script:afterPrintCancelled" in r.tags for r in records)
+    assert [e[0] for e in w.events] == ["cancelled"]  # the accepted pause is announced to have ended
+
+
+@pytest.mark.parametrize("path", [SMALL, KLIPPER], ids=["marlin", "klipper"])
+def test_cancel_while_still_pausing_restores_nothing_that_was_not_saved(rig, wired, tmp_path, path):
+    """The fallback wait ends at the cancel: no plan, so no "restore" of a SAVE_GCODE_STATE or a raised
+    idle timeout that never went out."""
+    _w, records = cancel_while_pausing(rig, wired, tmp_path, path)
+    sent = [r.cmd for r in records if wire_kind(r) in "PC"]
+    undo = [c for c in sent if c.startswith(("RESTORE_GCODE_STATE", "SET_IDLE_TIMEOUT", "M84 S", "M86 S"))]
+    assert not undo, f"restored without a pause: {sent}"
+
+
+class StallingPort(ComPort):
+    """Stalls the controller thread once inside _do_pause, after the hold is taken and before the pause
+    lines are sent (it reads the temperatures for the pause plan there), until the test releases it."""
+
+    def __init__(self, rig):
+        super().__init__(rig)
+        self.stall = False
+        self.entered = threading.Event()
+        self.go_on = threading.Event()
+
+    def temperatures(self):
+        if self.stall:
+            self.stall = False
+            self.entered.set()
+            self.go_on.wait(10)
+        return super().temperatures()
+
+
+@pytest.mark.parametrize("path", [SMALL, KLIPPER], ids=["marlin", "klipper"])
+def test_cancel_between_hold_and_pause_lines_restores_nothing_that_was_not_saved(rig, wired, tmp_path, path):
+    """A cancel that arrives after the hold is taken but before the pause lines go out (the controller
+    is stalled right there): no pause lines, and no "restore" of a SAVE_GCODE_STATE or a raised idle
+    timeout that never went out (found here: _cancel_held used to key on token.plan; now pause_sent)."""
+    printed = head_and_tail(path, tmp_path, head_layers=6)
+    port = StallingPort(rig)
+    w = wired(port=port, hold_timeout=1.0, flavour=flavour_for_gcode(path.name))
+    controller = w.controller
+    with LogTrap() as trap:
+        rig.print_file(printed)
+        wait_until(lambda: len(file_records(rig)) > 300, 10, "300 lines", rig)
+        port.stall = True
+        controller.pause(reason="cancel-before-pause-lines")
+        if not port.entered.wait(5):
+            raise TimeoutError("the controller did not read the temperatures while pausing (test seam moved)")
+        assert controller.holding and controller.state == PAUSING
+        controller.cancel()
+        port.go_on.set()
+        assert_clean_end(rig, controller, printed, None, trap, result="PrintCancelled", complete=False)
+    records = rig.records()
+    assert not [r.cmd for r in records if wire_kind(r) == "P"], "pause lines after the cancel"
+    assert [e[0] for e in w.events] == ["cancelled"]
+    sent = [r.cmd for r in records if wire_kind(r) == "C"]
+    undo = [c for c in sent if c.startswith(("RESTORE_GCODE_STATE", "SET_IDLE_TIMEOUT", "M84 S", "M86 S"))]
+    assert not undo, f"restored without a pause: {sent}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# disconnects
+
+
+def drop_connection_now(rig):
+    """What !!DEBUG:drop_connection does, without waiting for the printer to read it (it may be asleep in
+    an M109): every further read and write raises; the empty line wakes the comm's pending read."""
+    rig.printer._debug_drop_connection = True
+    rig.printer.outgoing.put("")
+
+
+class DropOnSendPort(ComPort):
+    """Drops the printer connection right when the controller sends its first line tagged `tag` (the
+    pause lines or the restore lines), and waits until OctoPrint has noticed."""
+
+    def __init__(self, rig, tag):
+        super().__init__(rig)
+        self.tag = tag
+        self.dropped = False
+
+    def send(self, lines, tags):
+        if self.tag in tags and not self.dropped:
+            self.dropped = True
+            drop_connection_now(self._rig)
+            wait_until(lambda: self._rig.comm is None, 10, "connection closed")
+        super().send(lines, tags)
+
+
+@pytest.mark.parametrize("phase", ["pausing", "paused", "sending pause lines", "resuming"])
+def test_disconnect_during_a_pause_leaves_the_controller_idle(rig, wired, tmp_path, phase):
+    """The printer disconnects while pausing (waiting in a long M109), paused, while the pause lines go
+    out, while resuming: the controller ends up idle with an error saying why, no hold kept, no traceback
+    from our code, and an accepted pause is announced to have ended."""
+    tag = {"sending pause lines": "safepause:pause", "resuming": "safepause:resume"}.get(phase)
+    port = DropOnSendPort(rig, tag) if tag else ComPort(rig)
+    w = wired(port=port, hold_timeout=3.0 if phase == "pausing" else 1.0)
+    controller = w.controller
+    with LogTrap() as trap:
+        if phase == "pausing":
+            rig.debug("sleep_after_next M109 5")
+        rig.print_file(SMALL)
+        if phase == "pausing":
+            wait_stuck_in(rig, "M109")
+            controller.pause()
+            time.sleep(0.2)
+            assert controller.state == PAUSING
+            drop_connection_now(rig)
+            rig.wait_event("Disconnected", timeout=5)
+            # the wait for the hold ends at the disconnect, not after hold_timeout (3 s)
+            wait_until(lambda: controller.state == IDLE, 1.5, "controller idle at once", rig)
+        else:
+            wait_until(lambda: filepos(rig) > 60_000, 20, "position", rig)
+            controller.pause()
+            if phase != "sending pause lines":
+                wait_until(lambda: controller.state == PAUSED, 5, "paused", rig)
+            if phase == "paused":
+                rig.debug("drop_connection")
+            elif phase == "resuming":
+                controller.resume()
+        rig.wait_event("Disconnected", timeout=15)
+        wait_until(lambda: controller.state == IDLE, 10, "controller idle", rig)
+        assert not controller.holding
+    state = controller.get_state()
+    assert not trap.ours(), "\n".join(trap.ours())
+    assert state["error"], state
+    names = [e[0] for e in w.events]
+    assert names in (["cancelled"], ["paused", "cancelled"]), (w.events, state["error"])
+    rig.connect()
+    assert rig.hold_count() == 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# shutdown
+
+
+def test_stop_during_a_hold_keeps_the_job_held_and_streams_nothing(rig, wired):
+    """controller.stop() is OctoPrint's on_shutdown; the serial connection lives on until the process
+    exits. Releasing the hold then would stream the file on from the park position, lifted, retracted,
+    in the pause's modes (M83 while file 09 is M82) and without the saved line: the job stays held, the
+    controller thread ends, nothing raises. (The brief's first wording was "stop() releases the hold";
+    the controller keeps it since 71d8787, after this test showed what releasing does.)"""
+    w = wired(hold_timeout=0.5)
+    controller = w.controller
+    with LogTrap() as trap:
+        rig.print_file(SMALL)
+        wait_until(lambda: filepos(rig) > 60_000, 20, "position", rig)
+        controller.pause()
+        wait_until(lambda: controller.state == PAUSED, 5, "paused", rig)
+        wait_until(lambda: any(wire_kind(r) == "P" for r in rig.records()), 5, "pause lines", rig)
+        before = len(file_records(rig))
+        controller.stop()
+        assert controller._thread is not None and not controller._thread.is_alive()
+        assert rig.hold_count() == 1, "the hold must outlive the controller (the process exit ends it)"
+        time.sleep(0.3)  # a window in which no file line may go out
+        assert len(file_records(rig)) == before, "file lines streamed after stop()"
+        # the test stands in for the process exit: cancel, then drop the count the controller kept
+        rig.cancel()
+        w.port.set_hold(False)
+        assert rig.wait_done(20) == "PrintCancelled"
+    assert not trap.ours(), "\n".join(trap.ours())
+
+
+def test_stop_when_idle_holds_nothing(rig, wired):
+    w = wired(hold_timeout=0.5)
+    with LogTrap() as trap:
+        rig.print_file(SMALL)
+        wait_until(lambda: filepos(rig) > 60_000, 20, "position", rig)
+        w.controller.stop()
+        assert rig.hold_count() == 0
+        assert rig.wait_done(30) == "PrintDone"
+    assert check_file_lines(rig.records(), SMALL).ok
+    assert not trap.ours(), "\n".join(trap.ours())
+
+
+@pytest.mark.parametrize("event", ["Disconnecting", "Shutdown"])
+def test_disconnecting_or_shutdown_event_during_a_hold_streams_nothing(rig, wired, event):
+    """Disconnecting / Shutdown announce that the connection is about to end; until it does, releasing
+    the hold streams the file from the park position like stop() used to (see the test above)."""
+    w = wired(hold_timeout=0.5)
+    controller = w.controller
+    rig.print_file(SMALL)
+    wait_until(lambda: filepos(rig) > 60_000, 20, "position", rig)
+    controller.pause()
+    wait_until(lambda: controller.state == PAUSED, 5, "paused", rig)
+    wait_until(lambda: any(wire_kind(r) == "P" for r in rig.records()), 5, "pause lines", rig)
+    before = len(file_records(rig))
+    # delivered on the controller thread, as the event bus does; Printer.disconnect() closes the port
+    # only after firing Disconnecting (and close() first sends beforePrinterDisconnected and waits for
+    # the queues), OctoPrint calls on_shutdown right after firing Shutdown: in both races the event can
+    # be handled while the connection is still up, which is what this test does
+    controller.on_printer_event(event, {})
+    deadline = time.monotonic() + 1.0
+    while controller.state == PAUSED and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.3)  # a window in which no file line may go out
+    controller.stop()  # OctoPrint's on_shutdown; for Disconnecting, the close that follows ends the hold
+    after = file_records(rig)[before:]
+    if rig.comm is not None:
+        rig.cancel()
+        while rig.hold_count():
+            rig.comm.set_job_on_hold(False)
+        rig.wait_done(20)
+    assert not after, (
+        f"{len(after)} file lines went out after {event} during the hold, first {after[0].cmd!r}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# another plugin holding the job
+
+
+def test_another_plugins_hold_before_our_pause_is_left_intact(rig, wired):
+    w = wired(hold_timeout=0.5)
+    controller, port = w.controller, w.port
+    with LogTrap() as trap:
+        rig.print_file(SMALL)
+        wait_until(lambda: filepos(rig) > 60_000, 20, "position", rig)
+        port.set_hold(True)  # "another plugin"
+        assert rig.hold_count() == 1
+        controller.pause()
+        wait_until(lambda: controller.state == PAUSED, 5, "paused", rig)  # the fallback: no line comes
+        assert rig.hold_count() == 2 and controller.get_state()["saved_line"] is None
+        controller.resume()
+        wait_until(lambda: controller.state == IDLE, 5, "resumed", rig)
+        assert rig.hold_count() == 1
+        lines = len(file_records(rig))
+        time.sleep(0.2)
+        assert len(file_records(rig)) == lines, "file lines went out while the other plugin still holds"
+        port.set_hold(False)
+        assert_clean_end(rig, controller, SMALL, [None], trap)
+
+
+def test_another_plugins_hold_during_our_pause_is_left_intact(rig, wired):
+    w = wired(hold_timeout=0.5)
+    controller, port = w.controller, w.port
+    with LogTrap() as trap:
+        rig.print_file(SMALL)
+        wait_until(lambda: filepos(rig) > 60_000, 20, "position", rig)
+        controller.pause()
+        wait_until(lambda: controller.state == PAUSED, 5, "paused", rig)
+        saved = controller.get_state()["saved_line"]
+        port.set_hold(True)  # another plugin takes and releases a count during our hold
+        port.set_hold(True)
+        assert rig.hold_count() == 3
+        port.set_hold(False)
+        lines = len(file_records(rig))
+        controller.resume()
+        wait_until(lambda: controller.state == IDLE, 5, "resumed", rig)
+        assert rig.hold_count() == 1
+        wait_until(lambda: any(TAG_RESEND in (r.tags or ()) for r in rig.records()), 5, "re-send", rig)
+        time.sleep(0.2)
+        assert len(file_records(rig)) == lines + 1, "only the re-sent line may go out while still held"
+        port.set_hold(False)
+        assert_clean_end(rig, controller, SMALL, [saved], trap)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a long hold
+
+
+def test_long_hold_heater_policy_switches_the_hotend_off_and_resume_reheats_first(rig, wired):
+    """hotend_off_after 0.01 min: during the hold the hotend goes off (a pause-tagged M104 S0); the
+    resume waits for the temperature (M109) before any move back to the part; every line once."""
+    w = wired(hold_timeout=0.5, hotend_off_after=0.01)
+    controller = w.controller
+    with LogTrap() as trap:
+        rig.print_file(SMALL)
+        wait_until(lambda: filepos(rig) > 60_000, 20, "position", rig)
+        controller.pause()
+        wait_until(lambda: controller.state == PAUSED, 5, "paused", rig)
+        saved = controller.get_state()["saved_line"]
+        target = controller.get_state()["snapshot"]["tool_temps"]["0"]
+        wait_until(lambda: controller.get_state()["heaters_off"], 5, "heater policy", rig)
+        wait_until(
+            lambda: any(wire_kind(r) == "P" and r.cmd.startswith("M104") for r in rig.records()),
+            5,
+            "M104",
+            rig,
+        )
+        controller.resume()
+        assert_clean_end(rig, controller, SMALL, [saved], trap)
+    records = rig.records()
+    off = [r.cmd for r in records if wire_kind(r) == "P" and r.cmd.startswith("M104")]
+    assert off == ["M104 T0 S0"], off
+    restore = [r.cmd for r in records if wire_kind(r) == "U"]
+    heat = next(i for i, c in enumerate(restore) if c.startswith("M109"))
+    first_move = next(i for i, c in enumerate(restore) if c.startswith("G1 "))
+    assert heat < first_move, restore
+    assert f"S{target:g}" in restore[heat], (restore[heat], target)
