@@ -25,19 +25,18 @@ Positions are OctoPrint's (see replay.py): a BOM counts, lines end at ``\\n``, `
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import json
 import math
 import os
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from .line import ParsedLine, strip_comment
+from .replay import regions
 from .state import EXPORT_VERSION, FLAVOURS, PrinterState, StateTracker
 
 __all__ = [
@@ -61,7 +60,6 @@ MAX_COMMANDS = 256
 MAX_SETTINGS = 64
 INDEX_FORMAT = 1
 _CHUNK = 1 << 20
-_BOM = codecs.BOM_UTF8
 _NAN = float("nan")
 
 # Firmware settings a file may set that the tracker does not model and a reset forgets; replaying their
@@ -172,38 +170,6 @@ class _Extras:
 
     def clone(self) -> _Extras:
         return _Extras.restore(self.export())
-
-
-def _regions(fh, start: int, chunk: int) -> Iterator[tuple[int, bytes, bool]]:
-    """(byte offset, bytes, eof) of consecutive runs of whole lines from the byte offset `start` (a line
-    boundary); a BOM at the file start is skipped (OctoPrint counts its 3 bytes, so both positions are 3)."""
-    pos = start
-    fh.seek(start)
-    if start == 0:
-        head = fh.read(len(_BOM))
-        if head == _BOM:
-            pos = len(_BOM)
-            carry = b""
-        else:
-            carry = head
-    else:
-        carry = b""
-    while True:
-        data = fh.read(chunk)
-        if data:
-            data = carry + data
-            # keep a trailing "\r" back: a "\n" may follow in the next chunk
-            cut = max(data.rfind(b"\n"), data.rfind(b"\r", 0, len(data) - 1))
-            if cut < 0:
-                carry = data
-                continue
-            region, carry = data[: cut + 1], data[cut + 1 :]
-            yield pos, region, False
-            pos += len(region)
-        else:
-            if carry:
-                yield pos, carry, True
-            return
 
 
 def _lines(region: bytes) -> tuple[list, list | None, list | None]:
@@ -356,7 +322,7 @@ def build_index(
         with open(path, "rb") as fh, open(partial, "w", encoding="utf-8") as idx:
             idx.write(json.dumps(header) + "\n")
             pos = None
-            for off, region, _eof in _regions(fh, 0, every):
+            for off, region, _eof in regions(fh, 0, every):
                 if pos is None:
                     pos = off
                 pos, off = walker.feed_all(pos, off, *_lines(region))
@@ -533,7 +499,7 @@ def _candidates(path, pos: int, flavour: str, index, keep: int):
 def _walk_to(fh, start: int, start_off: int, stop: int, walker: _Walker, chunk: int) -> tuple[int, int]:
     pos, off = start, start_off
     first = True
-    for roff, region, eof in _regions(fh, start_off, chunk):
+    for roff, region, eof in regions(fh, start_off, chunk):
         if first:
             first = False
             if start_off == 0:
@@ -553,7 +519,7 @@ def _next_deposit(fh, start_off: int, tracker: StateTracker) -> float | None:
     fed to a copy of the tracker."""
     probe = StateTracker.restore(tracker.export())
     probe._layerz = _NAN  # any deposit now sets it
-    for roff, region, _eof in _regions(fh, start_off, 64 * 1024):
+    for roff, region, _eof in regions(fh, start_off, 64 * 1024):
         for text in _lines(region)[0]:
             probe.feed(text)
             if probe._layerz == probe._layerz:

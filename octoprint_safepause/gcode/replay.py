@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import codecs
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from .state import StateTracker
 
@@ -54,6 +54,39 @@ def _decoded_lines(region: bytes):
     return out
 
 
+def regions(fh, start: int, chunk: int) -> Iterator[tuple[int, bytes, bool]]:
+    """(byte offset, bytes, eof) of consecutive runs of whole lines from the byte offset `start` (a line
+    boundary); a BOM at the file start is skipped (OctoPrint counts its 3 bytes, so both positions are 3)."""
+    pos = start
+    fh.seek(start)
+    if start == 0:
+        head = fh.read(len(_BOM))
+        if head == _BOM:
+            pos = len(_BOM)
+            carry = b""
+        else:
+            carry = head
+    else:
+        carry = b""
+    while True:
+        data = fh.read(chunk)
+        if data:
+            data = carry + data
+            # keep a trailing "\r" back: a "\n" may follow in the next chunk
+            cut = max(data.rfind(b"\n"), data.rfind(b"\r", 0, len(data) - 1))
+            if cut < 0:
+                carry = data
+                continue
+            region, carry = data[: cut + 1], data[cut + 1 :]
+            yield pos, region, False
+            pos += len(region)
+        else:
+            if carry:
+                yield pos, carry, True
+            return
+
+
+
 def replay_file(
     path,
     end_pos: int,
@@ -82,30 +115,13 @@ def replay_file(
             feed(pending_q.popleft()[1])
 
     with open(path, "rb") as fh:
-        pos = 0
-        head = fh.read(len(_BOM))
-        if head == _BOM:
-            pos = len(_BOM)
-            carry = b""
-        else:
-            carry = head
-        flush_notes(pos)
-        eof = False
-        while not eof and pos <= end_pos:
-            chunk = fh.read(chunk_size)
-            if chunk:
-                data = carry + chunk
-                # keep a trailing "\r" back: a "\n" may follow in the next chunk
-                cut = max(data.rfind(b"\n"), data.rfind(b"\r", 0, len(data) - 1))
-                if cut < 0:
-                    carry = data
-                    continue
-                region, carry = data[: cut + 1], data[cut + 1 :]
-            else:
-                eof = True
-                region, carry = carry, b""
-                if not region:
-                    break
+        pos = None  # OctoPrint's count: the byte offset until a line with invalid UTF-8 comes by
+        for offset, region, eof in regions(fh, 0, chunk_size):
+            if pos is None:
+                pos = offset  # 3 after a BOM, as OctoPrint counts it
+                flush_notes(pos)
+            if pos > end_pos:
+                break
             stop = min(end_pos, pending_q[0][0]) if pending_q else end_pos
             if pos + len(region) <= stop and not eof:
                 try:
