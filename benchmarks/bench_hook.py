@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _setup import GCODE_DIR  # noqa: E402, I001
 
 NOOP_PLUGIN = """
 __plugin_name__ = "bench_noop"
@@ -100,7 +100,7 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--gcode", default=os.environ.get("SAFEPAUSE_GCODE", str(REPO.parent / "shared" / "gcode"))
+        "--gcode", default=os.environ.get("SAFEPAUSE_GCODE", str(GCODE_DIR))
     )
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()

@@ -20,20 +20,11 @@ import sys
 import tempfile
 import time
 import tracemalloc
-import types
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _setup import gcode_dir  # noqa: E402, I001
 
-try:
-    from octoprint_safepause.gcode import fastscan, replay_file
-except ImportError:
-    # the gcode package needs no OctoPrint; load it without the plugin's __init__ where OctoPrint is absent
-    pkg = types.ModuleType("octoprint_safepause")
-    pkg.__path__ = [str(REPO / "octoprint_safepause")]
-    sys.modules["octoprint_safepause"] = pkg
-    from octoprint_safepause.gcode import fastscan, replay_file
+from octoprint_safepause.gcode import fastscan, replay_file  # noqa: E402
 
 FLAVOUR = "marlin"
 FRACTIONS = (0.05, 0.50, 0.95)
@@ -83,9 +74,7 @@ def mb_s(nbytes, seconds):
 
 
 def main(argv):
-    gdir = Path(
-        argv[1] if len(argv) > 1 else os.environ.get("SAFEPAUSE_GCODE_DIR", REPO.parent / "shared" / "gcode")
-    )
+    gdir = gcode_dir(argv)
     target = int(float(os.environ.get("SIZE_MB", "100")) * 1e6)
     repeats = int(os.environ.get("REPEATS", "5"))
     files = sorted(gdir.glob("*.gcode"))

@@ -16,22 +16,11 @@ import sys
 import tempfile
 import time
 import tracemalloc
-import types
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _setup import flavour_for, gcode_dir  # noqa: E402, I001
 
-try:
-    from octoprint_safepause.gcode import StateTracker, replay_file
-except ImportError:
-    # the gcode package needs no OctoPrint; load it without the plugin's __init__ where OctoPrint is absent
-    pkg = types.ModuleType("octoprint_safepause")
-    pkg.__path__ = [str(REPO / "octoprint_safepause")]
-    sys.modules["octoprint_safepause"] = pkg
-    from octoprint_safepause.gcode import StateTracker, replay_file
-
-FLAVOURS = {"03": "klipper", "04": "reprapfirmware", "05": "reprapfirmware", "11": "prusa"}
+from octoprint_safepause.gcode import StateTracker, replay_file  # noqa: E402
 
 
 def best_of(fn, repeats):
@@ -53,9 +42,7 @@ def peak_memory(fn):
 
 
 def main(argv):
-    gdir = Path(
-        argv[1] if len(argv) > 1 else os.environ.get("SAFEPAUSE_GCODE_DIR", REPO.parent / "shared" / "gcode")
-    )
+    gdir = gcode_dir(argv)
     repeats = int(os.environ.get("REPEATS", "5"))
     files = sorted(gdir.glob("*.gcode"))
     if not files:
@@ -64,7 +51,7 @@ def main(argv):
     corpus = []
     for path in files:
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
-            corpus.append((path, FLAVOURS.get(path.name[:2], "marlin"), fh.readlines()))
+            corpus.append((path, flavour_for(path.name), fh.readlines()))
     all_lines = [line for _, _, lines in corpus for line in lines]
     n = len(all_lines)
     mb = sum(p.stat().st_size for p in files) / 1e6
