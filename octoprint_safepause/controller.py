@@ -390,6 +390,11 @@ class PauseController:
         except TemplateError as error:
             # the safe part (retract, lift, park) still goes out; only the user's extra lines are skipped
             token.warnings.append(f"pause template skipped: {error}")
+        if self._notes_dropped:
+            token.warnings.append(
+                f"more than {MAX_NOTES} commands from outside the file during this print: "
+                "the tracked state may miss some of them"
+            )
         for warning in token.plan.warnings + token.warnings:
             self._log.warning("SafePause: %s", warning)
         token.next_heater_check = 0.0

@@ -302,3 +302,17 @@ def test_cancel_while_waiting_for_the_hold_acts_at_once(rig):
     assert port.cancelled and comm.hold == 0
     assert not any("safepause:cancel" in tags and line.startswith("G9") for line, tags in comm.wire)
     assert events[-1][0] == "cancelled"
+
+
+def test_too_many_outside_commands_are_reported_not_hidden(rig, monkeypatch):
+    import octoprint_safepause.controller as controller_module
+
+    monkeypatch.setattr(controller_module, "MAX_NOTES", 2)
+    controller, comm, port, _ = rig
+    comm.stream(200)
+    for speed in (10, 20, 30):
+        comm.command(f"M106 S{speed}", {"source:api"})
+    controller.pause()
+    comm.stream()
+    assert wait_for(lambda: controller.state == PAUSED)
+    assert any("commands from outside the file" in w for w in controller.get_state()["warnings"])
