@@ -2,6 +2,8 @@
 
 import os
 import sys
+import time
+import tracemalloc
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -15,4 +17,24 @@ def gcode_dir(argv) -> Path:
     return Path(argv[1] if len(argv) > 1 else os.environ.get("SAFEPAUSE_GCODE_DIR", GCODE_DIR))
 
 
-__all__ = ["REPO", "GCODE_DIR", "flavour_for", "gcode_dir"]
+def best_of(fn, repeats):
+    """(best wall time of `repeats` calls, the last result)."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def peak_memory(fn):
+    """Peak Python memory (bytes) while `fn` runs."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+__all__ = ["REPO", "GCODE_DIR", "flavour_for", "gcode_dir", "best_of", "peak_memory"]

@@ -18,35 +18,14 @@ import os
 import re
 import sys
 import tempfile
-import time
-import tracemalloc
 from pathlib import Path
 
-from _setup import gcode_dir  # noqa: E402, I001
+from _setup import best_of, gcode_dir, peak_memory  # noqa: E402, I001
 
 from octoprint_safepause.gcode import fastscan, replay_file  # noqa: E402
 
 FLAVOUR = "marlin"
 FRACTIONS = (0.05, 0.50, 0.95)
-
-
-def best_of(fn, repeats):
-    best = float("inf")
-    result = None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
-
-
-def peak_memory(fn):
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def read_prefix(path, pos):

@@ -14,31 +14,15 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
-import tracemalloc
 from pathlib import Path
 
-from _setup import flavour_for, gcode_dir  # noqa: E402, I001
+from _setup import best_of, flavour_for, gcode_dir, peak_memory  # noqa: E402, I001
 
 from octoprint_safepause.gcode import StateTracker, replay_file  # noqa: E402
 
 
-def best_of(fn, repeats):
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def peak_memory(fn):
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+def best_of_time(fn, repeats):
+    return best_of(fn, repeats)[0]
 
 
 def main(argv):
@@ -76,16 +60,16 @@ def main(argv):
                 feed(line)
 
     rows = []
-    t_loop = best_of(noop_loop, repeats)
-    t_call = best_of(noop_call, repeats)
-    t_feed = best_of(track, repeats)
+    t_loop = best_of_time(noop_loop, repeats)
+    t_call = best_of_time(noop_call, repeats)
+    t_feed = best_of_time(track, repeats)
     rows.append(("no-op loop", n, mb, t_loop))
     rows.append(("no-op call per line", n, mb, t_call))
     rows.append(("StateTracker.feed, all files", n, mb, t_feed))
     t_replay_total = 0.0
     replay_rows = []
     for path, flavour, lines in corpus:
-        t = best_of(lambda p=path, f=flavour: replay_file(p, 1 << 62, f), repeats)
+        t = best_of_time(lambda p=path, f=flavour: replay_file(p, 1 << 62, f), repeats)
         t_replay_total += t
         replay_rows.append((f"replay_file {path.name[:40]}", len(lines), path.stat().st_size / 1e6, t))
     rows.append(("replay_file, all files", n, mb, t_replay_total))
@@ -112,7 +96,7 @@ def main(argv):
                 fh.write(data)
         peak1 = peak_memory(lambda: replay_file(path, 1 << 62, flavour))
         peak10 = peak_memory(lambda: replay_file(big, 1 << 62, flavour))
-        t10 = best_of(lambda: replay_file(big, 1 << 62, flavour), max(1, repeats // 2))
+        t10 = best_of_time(lambda: replay_file(big, 1 << 62, flavour), max(1, repeats // 2))
         size10 = big.stat().st_size / 1e6
     print()
     print("| replay_file memory (tracemalloc peak) | MB on disk | peak KiB | s |")

@@ -91,6 +91,19 @@ def file_lines(path: Path) -> list:
         info.close()
 
 
+
+def wait_for(predicate, timeout=20.0, what="condition", interval=0.05):
+    """The predicate's first truthy value; TimeoutError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached after {timeout} s")
+        time.sleep(interval)
+
+
 class SafePauseServer:
     """A started Sandbox plus the few things every pause test needs: the uploaded slice and its lines,
     state polling, and serial.log reading by byte offset."""
@@ -127,16 +140,7 @@ class SafePauseServer:
 
     # ----- waiting
 
-    @staticmethod
-    def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what} not reached after {timeout} s")
-            time.sleep(interval)
+    wait_for = staticmethod(wait_for)
 
     def wait_sp(self, *states, timeout=10.0) -> dict:
         def check():
@@ -314,3 +318,4 @@ def sp_server(tmp_path_factory):
 
 # ---------------------------------------------------------------------------------------------------------
 # recovery tests (test_recovery.py, test_recovery_browser.py)
+

@@ -20,6 +20,8 @@ pytest.importorskip("playwright.sync_api")
 import sandbox as sandbox_module  # noqa: E402  (conftest puts scripts/ on sys.path)
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
+from tests.e2e.conftest import wait_for  # noqa: E402
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,15 +88,6 @@ def server():
     stop_server(sb)
 
 
-def wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached after {timeout}s")
-        time.sleep(0.1)
 
 
 def safepause(sb) -> dict:
