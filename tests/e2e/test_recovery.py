@@ -139,7 +139,7 @@ def recover(server, **params) -> tuple:
     status, body = server.command("recover", **params)
     assert status == 202, (status, body)
     server.sb.wait_state("Printing", "Finishing", "Operational", timeout=20)
-    server.wait_for(lambda: server.job()["state"] == "Operational", 60, 0.1, "the recovered print to finish")
+    server.wait_for(lambda: server.job()["state"] == "Operational", 60, interval=0.1, what="the recovered print to finish")
     job = server.job()
     assert job["progress"]["completion"] == pytest.approx(100.0), job
     sends = [cmd for _, cmd in server.sends(mark)]
@@ -398,7 +398,7 @@ def test_refusals_and_bad_requests(sp_server):
     status, body = sp_server.command("recover")
     assert status == 409 and "running" in body["error"], (status, body)
     assert get_recovery(sp_server) is not None, "the recovery vanished when another print started"
-    sp_server.wait_for(lambda: sp_server.job()["state"] == "Operational", 60, 0.1, "the print to finish")
+    sp_server.wait_for(lambda: sp_server.job()["state"] == "Operational", 60, interval=0.1, what="the print to finish")
     assert get_recovery(sp_server) is None, "a print that ended normally left the old recovery"
 
 
