@@ -1,4 +1,8 @@
-"""Packaging for OctoPrint-SafePause, built on OctoPrint's own setuptools helpers."""
+"""Packaging for OctoPrint-SafePause, built on OctoPrint's own setuptools helpers.
+
+pip builds in an isolated environment that has only pyproject.toml's build requirements (setuptools,
+wheel, OctoPrint-Setuptools), never OctoPrint itself: nothing here may import `octoprint`.
+"""
 
 import setuptools
 
@@ -16,13 +20,16 @@ except ImportError:
 plugin_identifier = "safepause"
 plugin_package = "octoprint_safepause"
 plugin_name = "OctoPrint-SafePause"
+# The only copy of the version: OctoPrint reads it from the installed distribution's metadata.
 plugin_version = "0.1.0"
 plugin_description = (
     "Pause a print safely (park away from the part, exact state) and resume it exactly where it stopped"
 )
 plugin_author = "OctoPrint-SafePause developers"
 plugin_author_email = "safepause@example.invalid"
-plugin_url = "https://github.com/safepause/OctoPrint-SafePause"
+# The only copy of the project address (extras/safepause.md must match it). The hosting is not decided
+# yet: a reserved .invalid placeholder, so that no one mistakes it for a real repository.
+plugin_url = "https://example.invalid/OctoPrint-SafePause"
 plugin_license = "AGPLv3"
 plugin_requires = ["OctoPrint>=1.10.0"]
 plugin_additional_data = []
@@ -46,9 +53,8 @@ setup_parameters = octoprint_setuptools.create_plugin_setup_parameters(
     additional_data=plugin_additional_data,
 )
 
-if len(additional_setup_parameters):
-    from octoprint.util import dict_merge
-
-    setup_parameters = dict_merge(setup_parameters, additional_setup_parameters)
+# A plain top-level merge (the cookiecutter's octoprint.util.dict_merge is not importable at build time);
+# the additional parameters are flat keys that create_plugin_setup_parameters does not set.
+setup_parameters.update(additional_setup_parameters)
 
 setuptools.setup(**setup_parameters)

@@ -1,4 +1,4 @@
-"""What every benchmark needs: the repo on sys.path and the shared corpus (tests/corpus.py's lookup)."""
+"""What every benchmark needs: the repo on sys.path and the repository's corpus (tests/corpus.py)."""
 
 import os
 import sys
@@ -13,7 +13,7 @@ from tests.corpus import GCODE_DIR, flavour_for  # noqa: E402
 
 
 def gcode_dir(argv) -> Path:
-    """The corpus folder: the first argument, else SAFEPAUSE_GCODE_DIR, else the shared corpus."""
+    """The corpus folder: the first argument, else SAFEPAUSE_GCODE_DIR, else the repository's corpus."""
     return Path(argv[1] if len(argv) > 1 else os.environ.get("SAFEPAUSE_GCODE_DIR", GCODE_DIR))
 
 

@@ -1,7 +1,7 @@
 """What the SafePause queuing hook costs per line inside OctoPrint's real command pipeline.
 
 The plugins are loaded by OctoPrint's real plugin manager (so each hook carries OctoPrint's own
-wrapper), and every line of the shared corpus goes through a real, unconnected `MachineCom`'s
+wrapper), and every line of the corpus (tests/gcode) goes through a real, unconnected `MachineCom`'s
 `_process_command_phase("queuing", ...)`, the exact code that calls queuing hooks for every line.
 Variants, measured interleaved in one run (best of N):
 
@@ -12,7 +12,7 @@ Variants, measured interleaved in one run (best of N):
 
 The goal from the issue: SafePause's added cost at most 1.5x the no-op hook's added cost.
 
-    python benchmarks/bench_hook.py [--repeats 5] [--gcode ../shared/gcode]
+    python benchmarks/bench_hook.py [--repeats 5] [--gcode DIR]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A real PauseController is wired to OctoPrint's real MachineCom talking to its real VirtualPrinter (the
 in-process rig of tests/integration/rig.py, moves instant), printing real slicer files from
-../shared/gcode. Many pauses (default 50) at random moments in one run, each held briefly and resumed:
+the repository's corpus (tests/gcode). Many pauses (default 50) at random moments in one run, each held briefly and resumed:
 
   request -> hold taken     controller.pause() until the job hold is taken (the queuing hook takes it
                             synchronously on the comm thread when it suppresses the next file line; the
@@ -89,7 +89,7 @@ def main():
     import logging
 
     logging.getLogger("octoprint").setLevel(logging.WARNING)
-    from rig import SHARED_GCODE, ComPort, Rig, check_file_lines, flavour_for_gcode, wire_controller
+    from rig import CORPUS_GCODE, ComPort, Rig, check_file_lines, flavour_for_gcode, wire_controller
 
     from octoprint_safepause.controller import IDLE, PAUSED
 
@@ -114,7 +114,7 @@ def main():
     rig.hooks["sent"] = timeline.sent_hook
 
     rows = {k: [] for k in ("hold", "paused", "lines", "resend", "next")}
-    files = [next(SHARED_GCODE.glob(prefix + "*.gcode")) for prefix in FILES]
+    files = [next(CORPUS_GCODE.glob(prefix + "*.gcode")) for prefix in FILES]
     done = 0
     started = time.monotonic()
     checks = []

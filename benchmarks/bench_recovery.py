@@ -3,7 +3,7 @@
     python benchmarks/bench_recovery.py [GCODE_DIR]      (or SAFEPAUSE_GCODE_DIR=...)
     SIZE_MB=100 REPEATS=5 python benchmarks/bench_recovery.py
 
-Builds the file by concatenating copies of the shared corpus in a temporary directory, then at 5 %, 50 %
+Builds the file by concatenating copies of the corpus (tests/gcode) in a temporary directory, then at 5 %, 50 %
 and 95 % of it measures: reading the prefix (raw bytes, 1 MiB reads: the floor of any scan), the per-line
 tracker (replay_file), fastscan.scan without an index (its fallback: the same per-line work) and with the
 checkpoint index, plus the one-off index build over the whole file. MB/s is the prefix length over the

@@ -1,4 +1,4 @@
-"""Speed and memory of the G-code tracker over the shared corpus, in one run.
+"""Speed and memory of the G-code tracker over the corpus (tests/gcode), in one run.
 
     python benchmarks/bench_tracker.py [GCODE_DIR]      (or SAFEPAUSE_GCODE_DIR=...; REPEATS=5)
 

@@ -8,12 +8,13 @@ from flask_babel import gettext
 from octoprint.access import USER_GROUP
 from octoprint.access.permissions import Permissions
 
-from . import api, motion_settings, native_guard, recovery, settings_page
+from . import api, native_guard, settings_page, settings_schema
 from .controller import PauseController, Refused
 from .firmware import choose_flavour, flavour_from_firmware_name
 from .gcode import FLAVOURS
 from .port import OctoPrintPort, state_from_id
 from .recovery_service import RecoveryRefused, RecoveryService
+from .template_runner import TemplateRunner
 
 RECOVERY_EVENTS = frozenset(["PrintStarted", "PrintDone", "PrintFailed", "PrintCancelled", "Disconnected", "Error"])
 FORWARDED_EVENTS = frozenset(
@@ -29,18 +30,12 @@ FORWARDED_EVENTS = frozenset(
     ]
 )
 
-SETTINGS_DEFAULTS = dict(
-    motion_settings.defaults(),
-    **recovery.SETTINGS_DEFAULTS,
-    firmware="auto",  # or one of gcode.FLAVOURS; auto = from the firmware's M115 name, else Marlin 2
-    hold_timeout=2.0,  # s to wait for a file line before taking the hold without one (long M109/G4)
-    # OctoPrint's own Pause button and /api/job pause become SafePause pauses (docs/native-pause.md).
-    # Off by default: clients that only know OctoPrint's state would then see "Printing" during the
-    # pause and offer no Resume.
-    take_over_pause=False,
-)
+# Every setting, its default, type and bounds: settings_schema.SCHEMA (docs/native-pause.md for
+# take_over_pause, off by default: clients that only know OctoPrint's state would see "Printing").
+SETTINGS_DEFAULTS = settings_schema.defaults()
 
 API_PATH = "/api/plugin/safepause"
+TEMPLATE_KEYS = ("pause_template", "resume_template")
 
 # Commands the plugin's REST API adds to api.COMMANDS for the settings dialog (SETTINGS permission).
 UI_COMMANDS = {"validate": ["settings"], "preview": ["settings"]}
@@ -69,6 +64,9 @@ class SafePausePlugin(
         # Built before OctoPrint injects anything, so that its bound `on_queuing` can be registered
         # as the hook itself (no extra call layer per line); it gets its port in initialize().
         self.controller = PauseController(port=None)
+        # validate / preview / save render templates as the user types: a runner of their own, so that
+        # they never wait behind (or hold up) the controller's
+        self._web_templates = TemplateRunner()
 
     # ~~ lifecycle
 
@@ -92,7 +90,7 @@ class SafePausePlugin(
             logger=self._logger,
             recovery=self.recovery,
         )
-        self.controller.hold_timeout = float(self._settings.get_float(["hold_timeout"]) or 2.0)
+        self.controller.hold_timeout = self._hold_timeout()
         self.controller.start()
 
     def on_after_startup(self):
@@ -101,6 +99,7 @@ class SafePausePlugin(
     def on_shutdown(self):
         if self.controller is not None:
             self.controller.stop()
+        self._web_templates.close()
         if self.recovery is not None:
             self.recovery.stop()
 
@@ -128,33 +127,26 @@ class SafePausePlugin(
         """(clean values of the schema, errors) for `data` merged over the stored settings."""
         profile = self._printer_profile_manager.get_current_or_default()
         candidate = dict(self._raw_settings(), **{k: v for k, v in data.items() if k in SETTINGS_DEFAULTS})
-        clean, errors = motion_settings.validate(candidate, profile)
-        if data.get("firmware") not in (None, "auto", *FLAVOURS):
-            errors["firmware"] = f"unknown firmware '{data.get('firmware')}'"
-        if "hold_timeout" in data:
-            try:
-                if not 0.1 <= float(data["hold_timeout"]) <= 60:
-                    raise ValueError
-            except (TypeError, ValueError):
-                errors["hold_timeout"] = "hold_timeout must be a number of seconds from 0.1 to 60"
-        if "take_over_pause" in data and not isinstance(data["take_over_pause"], bool):
-            errors["take_over_pause"] = "take_over_pause must be true or false"
-        return clean, errors
+        return settings_schema.validate(candidate, profile)
 
     def on_settings_save(self, data):
-        # Refused values are dropped (the old value stays) and reported, never half-applied.
+        # Refused values are dropped (the old value stays) and reported, never half-applied; accepted
+        # ones are stored typed ("5" -> 5.0, "" -> None for park X/Y).
+        data = data if isinstance(data, dict) else {}
         clean, errors = self._check_settings(data)
-        accepted = {k: v for k, v in data.items() if k not in errors}
-        # Store typed values, not the form's strings ("5" -> 5.0, "" -> None for park X/Y).
-        accepted.update({k: clean[k] for k in accepted if k in motion_settings.FIELDS})
-        if "hold_timeout" in accepted:
-            accepted["hold_timeout"] = float(accepted["hold_timeout"])
+        if any(key in data for key in TEMPLATE_KEYS):
+            errors = dict(self._checked_settings(data)["errors"], **errors)
+        accepted = {k: clean[k] if k in SETTINGS_DEFAULTS else v for k, v in data.items() if k not in errors}
         if errors:
             self._logger.warning("SafePause settings refused: %s", errors)
             self._plugin_manager.send_plugin_message(self._identifier, {"type": "settings_errors", "errors": errors})
         octoprint.plugin.SettingsPlugin.on_settings_save(self, accepted)
-        self.controller.hold_timeout = float(self._settings.get_float(["hold_timeout"]) or 2.0)
+        self.controller.hold_timeout = self._hold_timeout()
         return errors
+
+    def _hold_timeout(self):
+        clean, _errors = settings_schema.validate({"hold_timeout": self._settings.get(["hold_timeout"])}, None)
+        return clean["hold_timeout"]
 
     # ~~ hooks
 
@@ -217,6 +209,8 @@ class SafePausePlugin(
             return None  # OctoPrint answers 415
         try:
             body = json.loads(request.get_data(cache=True) or b"")
+        except RecursionError:
+            return flask.make_response(flask.jsonify(error="the JSON body is nested too deeply"), 400)
         except ValueError:
             return None  # OctoPrint answers 400 for malformed JSON
         if isinstance(body, str) or (isinstance(body, list) and "command" not in body):
@@ -357,7 +351,7 @@ class SafePausePlugin(
     def on_api_get(self, request):
         # whoever may pause may also see what the pause is doing
         if not (Permissions.STATUS.can() or Permissions.PLUGIN_SAFEPAUSE_CONTROL.can()):
-            flask.abort(403)
+            return self._forbidden("you are not allowed to see the printer's status")
         state = self.controller.get_state()
         state["native_pause_pending"] = bool(state.get("holding")) and self._native_pause_pending()
         choices, error = api.recovery_query(request.args)
@@ -373,24 +367,44 @@ class SafePausePlugin(
         if command in UI_COMMANDS:
             return self._settings_command(command, data)
         if not (Permissions.PRINT.can() or Permissions.PLUGIN_SAFEPAUSE_CONTROL.can()):
-            return flask.make_response(flask.jsonify(error="you are not allowed to pause or resume prints"), 403)
+            return self._forbidden(f"you are not allowed to {api.ACTIONS.get(command, command)}")
+        own_gcode = command == "recover" and isinstance(data, dict) and data.get("prelude") is not None
+        if own_gcode and not Permissions.CONTROL.can():
+            # The user's own G-code needs what OctoPrint's terminal (/api/printer/command) asks for it.
+            return self._forbidden("sending your own prelude G-code needs OctoPrint's Control permission")
         user = self._current_user_name()
         status, body = api.handle_command(self.controller, command, data, user=user, recovery=self.recovery)
         return flask.make_response(flask.jsonify(body), status)
 
     # ~~ settings dialog: inline validation and the G-code preview
 
+    @staticmethod
+    def _forbidden(message):
+        return flask.make_response(flask.jsonify(error=message), 403)
+
     def _settings_command(self, command, data):
         if not Permissions.SETTINGS.can():
-            return flask.make_response(flask.jsonify(error="you are not allowed to change settings"), 403)
+            return self._forbidden("you are not allowed to change settings")
         values = data.get("settings")
         if not isinstance(values, dict):
             return flask.make_response(flask.jsonify(error="'settings' must be a JSON object"), 400)
         values = {k: v for k, v in values.items() if k in SETTINGS_DEFAULTS}
-        _clean, errors = self._check_settings(values)
+        body = self._checked_settings(values)
         if command == "validate":
-            return flask.jsonify(errors=errors)
-        return flask.jsonify(dict(self.preview(values), errors=errors))
+            body = {"errors": body["errors"]}
+        if body["errors"]:
+            # 400 with every refusal by setting, the preview still shown (the form marks the fields)
+            return flask.make_response(flask.jsonify(dict(body, error="; ".join(body["errors"].values()))), 400)
+        return flask.jsonify(body)
+
+    def _checked_settings(self, values):
+        """The preview of `values` merged over the stored settings, with `errors`: the schema's and what
+        the templates would make refused (their time and output bounded, their lines safety-checked)."""
+        clean, errors = self._check_settings(values)
+        preview = self.preview(values)
+        for key, message in preview["errors"].items():
+            errors.setdefault(key, message)
+        return dict(preview, errors=errors)
 
     def preview(self, values):
         """The pause and resume G-code for the settings being edited: for the live pause when there is
@@ -401,7 +415,9 @@ class SafePausePlugin(
         flavour = choose_flavour(setting if setting in FLAVOURS else "auto", self._detected_flavour)
         live = self.controller.current_pause()
         temperatures = (self._printer.get_current_temperatures() or {}) if live is not None else None
-        return settings_page.preview(merged, profile, flavour, live=live, temperatures=temperatures)
+        return settings_page.preview(
+            merged, profile, flavour, live=live, temperatures=temperatures, render=self._web_templates.render
+        )
 
     # ~~ web interface
 

@@ -9,6 +9,14 @@ from .controller import Refused
 from .recovery_service import RecoveryRefused
 
 COMMANDS = {"pause": [], "resume": [], "cancel": [], "recover": [], "discard": []}
+# What each command does, for the refusals ("you are not allowed to ...").
+ACTIONS = {
+    "pause": "pause prints",
+    "resume": "resume prints",
+    "cancel": "cancel prints",
+    "recover": "recover prints",
+    "discard": "discard a print's recovery",
+}
 RECOVER_KEYS = ("position_kept", "start", "prelude")
 MAX_TEXT = 200
 

@@ -22,8 +22,8 @@ from typing import Callable
 
 from .gcode import StateTracker
 from .gcode.follower import FileFollower
-from .motion_settings import motion_kwargs
 from .port import JobInfo, PrinterPort
+from .safety import check_pause, check_resume
 from .sequences import (
     MotionSettings,
     PausePlan,
@@ -32,9 +32,10 @@ from .sequences import (
     mode_restore,
     needs_reheat,
     pause_sequence,
-    resume_sequence,
 )
-from .templates_gcode import TemplateError, build_context, render
+from .settings_schema import motion_kwargs
+from .template_runner import TemplateRunner
+from .templates_gcode import TemplateError, build_context
 
 IDLE, PAUSING, PAUSED, RESUMING, CANCELLING = "idle", "pausing", "paused", "resuming", "cancelling"
 
@@ -98,9 +99,12 @@ class PauseController:
         flavour: Callable[[], str] | None = None,
         logger: logging.Logger | None = None,
         hold_timeout: float = 2.0,
+        templates: TemplateRunner | None = None,
     ):
         self.bind(port, emit, settings, flavour, logger)
         self.hold_timeout = hold_timeout
+        # Users' templates render in a worker process, bounded in time: never on this thread.
+        self.templates = templates or TemplateRunner()
 
         self._requests: queue.Queue = queue.Queue()
         self._lock = threading.RLock()  # guards state + token + hold ownership; never held while blocking
@@ -145,6 +149,7 @@ class PauseController:
         self._requests.put_nowait(("stop",))
         if self._thread is not None:
             self._thread.join(timeout)
+        self.templates.close()
         token = self._token
         if self._holding and token is not None:
             # Releasing now would let OctoPrint stream on from the park position, retracted, in the
@@ -384,40 +389,69 @@ class PauseController:
         volume = Volume.from_profile(profile)
         token.state = self._state_at(token)
         token.plan = pause_sequence(token.state, volume, settings, temperatures=self._port.temperatures())
-        lines = list(token.plan.lines)
-        try:
-            lines += self._render("pause_template", values, token, profile, settings, volume)
-        except TemplateError as error:
-            # the safe part (retract, lift, park) still goes out; only the user's extra lines are skipped
-            token.warnings.append(f"pause template skipped: {error}")
+        checked = check_pause(token.state, token.plan, volume)
+        if checked.builtin:
+            # Never expected (the built-in sequences are checked over the whole corpus): nothing moved,
+            # so the print goes on as if there had been no pause.
+            self._abort_pause(token, f"pause refused by the safety check: {checked.builtin[0]}")
+            self._replay_deferred()
+            return
         if self._notes_dropped:
             token.warnings.append(
                 f"more than {MAX_NOTES} commands from outside the file during this print: "
                 "the tracked state may miss some of them"
             )
-        for warning in token.plan.warnings + token.warnings:
-            self._log.warning("SafePause: %s", warning)
         token.next_heater_check = 0.0
         if self._state == PAUSING:  # a cancel may already be waiting in the deferred requests
             try:
-                self._send(lines, TAG_PAUSE)
+                # The safe part (retract, lift, park) first: the user's template, however slow, comes after.
+                self._send(checked.lines, TAG_PAUSE)
+                token.pause_sent = True
+                self._send(self._pause_template_lines(token, values, profile, settings, volume), TAG_PAUSE)
             except RuntimeError as error:
                 self._connection_lost(token, error)
                 self._replay_deferred()
                 return
-            token.pause_sent = True
+            for warning in token.plan.warnings + token.warnings:
+                self._log.warning("SafePause: %s", warning)
             with self._lock:
                 self._set_state(PAUSED)
             self._emit("paused", self._event_payload(token))
             self._heater_tick(token)
         self._replay_deferred()
 
+    def _pause_template_lines(self, token, values, profile, settings, volume) -> list:
+        """The user's pause template, bounded in time and checked; [] with a warning when it fails."""
+        try:
+            lines = self._render("pause_template", values, token, profile, settings, volume)
+        except TemplateError as error:
+            token.warnings.append(f"pause template skipped: {error}")
+            return []
+        refused = check_pause(token.state, token.plan, volume, lines).user
+        if refused:
+            token.warnings.append(f"pause template skipped, refused by the safety check: {refused[0]}")
+            return []
+        return lines
+
+    def _abort_pause(self, token: PauseToken, message: str) -> None:
+        """End a pause that moved nothing: the saved lines go out, in order, then the hold ends."""
+        with self._lock:
+            saved, token.saved = token.saved, []
+            self._armed = False
+        try:
+            for cmd, _cmd_type, tags in saved:
+                self._port.send([cmd], set(tags) | {TAG_RESEND})
+        except RuntimeError as error:
+            self._log.warning("SafePause: %s", error)
+        self._log.error("SafePause: %s", message)
+        self._fail(message)
+
     def _render(self, key, values, token, profile, settings, volume) -> list:
         text = values.get(key) or ""
         if not text.strip():
             return []
         context = build_context(token.state, profile, settings, plan=token.plan, volume=volume)
-        return render(text, context, name=key)
+        return self.templates.render(text, context, name=key)
 
     def _heater_tick(self, token: PauseToken | None) -> None:
         """The long-hold heater policy: acts when its next action is due."""
@@ -482,10 +516,19 @@ class PauseController:
                 self._last_error = f"resume refused, the resume template failed: {error}"
             self._log.warning("SafePause: %s", self._last_error)
             return
+        wait = token.heaters_off or needs_reheat(token.state, self._port.temperatures())
+        checked = check_resume(token.state, token.plan, volume, settings, wait_for_heat=wait, at_park=at_park)
+        if checked.builtin:
+            with self._lock:
+                self._set_state(PAUSED)
+                self._last_error = f"resume refused by the safety check: {checked.builtin[0]}"
+            self._log.error("SafePause: %s", self._last_error)
+            return
+        if checked.user:
+            token.warnings.append(f"resume template skipped, refused by the safety check: {checked.user[0]}")
+            self._log.warning("SafePause: %s", token.warnings[-1])
         try:
-            wait = token.heaters_off or needs_reheat(token.state, self._port.temperatures())
-            lines = resume_sequence(token.state, token.plan, volume, settings, wait_for_heat=wait, at_park=at_park)
-            self._send(lines, TAG_RESUME)
+            self._send(checked.lines, TAG_RESUME)
             with self._lock:
                 self._armed = False
                 saved = list(token.saved)
@@ -499,7 +542,7 @@ class PauseController:
         finally:
             self._release_hold()
         self._emit("resumed", self._event_payload(token))
-        self._finish(None)
+        self._finish(token.warnings[-1] if checked.user else None)
 
     def _do_cancel(self, token: PauseToken, ask_octoprint: bool) -> None:
         if token is not self._token:
@@ -544,6 +587,7 @@ class PauseController:
             self._log.warning("SafePause: %s during a hold, ending it", name)
             self._correct_recovery(token)
             with self._lock:
+                held = self._holding
                 token.saved = []
                 if name in ("Disconnecting", "Shutdown"):
                     # The connection still streams until it closes: releasing now would send file lines
@@ -551,7 +595,8 @@ class PauseController:
                     self._holding = False
             self._release_hold()
             self._emit("cancelled", self._event_payload(token))
-            self._finish(f"the hold ended because of {name}")
+            ended = "the hold ended" if held else "the pause ended before it held the print"
+            self._finish(f"{ended} because of {name}")
         if name in ("PrintCancelled", "PrintFailed", "PrintDone", "Disconnected", "Error"):
             self._reset_tracking()
 
@@ -640,6 +685,13 @@ class PauseController:
             "position": position,
         }
 
+    def _extruders(self) -> int:
+        """The printer profile's extruder count: OctoPrint drops T<n> beyond it."""
+        try:
+            return max(1, int(((self._port.profile() or {}).get("extruder") or {}).get("count") or 1))
+        except (TypeError, ValueError):
+            return 1
+
     def _current_settings(self):
         """(raw values, printer profile, validated MotionSettings); a refused value falls back to its
         default, so a bad setting can never stop a pause."""
@@ -654,7 +706,8 @@ class PauseController:
         if shadow is None or self._shadow_job != job.disk_path or shadow.pos > end_pos:
             if shadow is not None:
                 shadow.close()
-            shadow = self._shadow = FileFollower(job.disk_path, StateTracker(self._flavour()))
+            tracker = StateTracker(self._flavour(), tools=self._extruders())
+            shadow = self._shadow = FileFollower(job.disk_path, tracker)
             self._shadow_job = job.disk_path
             self._notes_used = 0
         with self._lock:

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .gcode.fastscan import ScanResult
+from .safety import SafetyCheck
 from .sequences import (
     EPS,
     KLIPPER,
@@ -85,11 +86,8 @@ class RecoverySettings:
             raise ValueError("prime_length must be between 0 and 50 mm")
 
 
-SETTINGS_DEFAULTS = {"recovery_home_axes": "XY", "recovery_prime_length": 3.0, "recovery_park": True}
-
-
 def settings_from(values: Mapping | None) -> RecoverySettings:
-    """RecoverySettings from the plugin's raw settings (keys of SETTINGS_DEFAULTS); bad values fall back
+    """RecoverySettings from the plugin's raw settings (settings_schema's recovery_* fields); bad values fall back
     to the defaults."""
     values = values or {}
     try:
@@ -437,3 +435,20 @@ def build_prelude(
         travel_z=travel_z,
         warnings=warnings,
     )
+
+
+def prelude_check(at_pos: ScanResult, volume: Volume, position_kept: bool, nozzle_z=None, flavour=None) -> SafetyCheck:
+    """The one safety check, seeded where a prelude starts: the nozzle at the lowest height it may
+    have stopped at (`nozzle_z` when known), over a part as high as the file printed it; with the
+    position lost, X and Y unknown and nothing set but the print's Z frame (the one the prelude declares
+    Z in)."""
+    here = at_pos.state
+    z = float(nozzle_z) if nozzle_z is not None else at_pos.z_low
+    oz = _offset(here, "Z")
+    if position_kept:
+        start = replace(here, z=z)
+    else:
+        frame = {"X": 0.0, "Y": 0.0, "Z": oz, "E": 0.0}
+        start = replace(here, x=None, y=None, z=z, e=None, offsets=frame, relative_xyz=None, relative_e=None, units="mm")
+    max_z = here.max_z + oz if here.max_z is not None else None
+    return SafetyCheck(volume, start, flavour=flavour or here.flavour, max_z=max_z)

@@ -39,9 +39,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .gcode import fastscan
-from .motion_settings import motion_kwargs
-from .recovery import LAYER, POSITION, STARTS, TAG, RecoveryError, build_prelude, settings_from
+from .recovery import LAYER, POSITION, STARTS, TAG, RecoveryError, build_prelude, prelude_check, settings_from
+from .safety import Problem, plain_line_problem
 from .sequences import MotionSettings, Volume
+from .settings_schema import motion_kwargs
 
 STATE_FILE = "recovery.json"
 INDEX_DIR = "recovery-index"
@@ -425,6 +426,11 @@ class RecoveryService:
 
         ``valid`` False with ``error`` when it cannot be recovered (file gone or changed, SD print);
         ``status`` "analysing" while the state is being rebuilt in the background (call again)."""
+        return self._recovery(position_kept, start)[0]
+
+    def _recovery(self, position_kept: bool | None, start: str | None) -> tuple[dict | None, Callable | None]:
+        """(get_recovery's answer, a function that returns the safety check seeded where the prelude
+        starts, or None while there is no prelude)."""
         position_kept = False if position_kept is None else bool(position_kept)
         start = start or POSITION
         if start not in STARTS:
@@ -434,7 +440,7 @@ class RecoveryService:
             self._sync()
             record = dict(self._data["record"]) if self._data.get("record") else None
             if record is None:
-                return None
+                return None, None
             out: dict = {
                 "origin": record["origin"],
                 "path": record["path"],
@@ -455,13 +461,13 @@ class RecoveryService:
                 out["progress"] = min(1.0, int(record["pos"]) / fp["size"]) if fp["size"] else 0.0
             if error:
                 out["error"] = error
-                return out
+                return out, None
             out["valid"] = True
             flavour = self._flavour()
             analysis = self._analyse(record, disk, fp, flavour)
             if analysis is None:
                 out["status"] = "analysing"
-                return out
+                return out, None
         at_pos, at_layer = analysis
         state = at_pos.state
         out.update(
@@ -479,7 +485,7 @@ class RecoveryService:
             prelude = self._prelude(at_pos, at_layer, position_kept, start, flavour, record.get("z"))
         except RecoveryError as refusal:
             out.update(prelude=None, prelude_error=str(refusal), start=None)
-            return out
+            return out, None
         out.update(
             prelude=prelude.lines,
             prelude_error=None,
@@ -487,7 +493,8 @@ class RecoveryService:
             travel_z=prelude.travel_z,
             warnings=out["warnings"] + prelude.warnings,
         )
-        return out
+        volume = Volume.from_profile(self._profile() or {})
+        return out, lambda: prelude_check(at_pos, volume, position_kept, record.get("z"), flavour)
 
     def _prelude(self, at_pos, at_layer, position_kept: bool, start: str, flavour: str, nozzle_z=None):
         values = self._settings() or {}
@@ -558,7 +565,7 @@ class RecoveryService:
             raise RecoveryRefused("the printer is not connected and operational")
         if not printer.is_ready():
             raise RecoveryRefused("a print is running or paused: finish or cancel it first")
-        info = self.get_recovery(position_kept, start)
+        info, safety = self._recovery(position_kept, start)
         if info is None:
             raise RecoveryRefused("there is no print to recover")
         if not info["valid"]:
@@ -568,6 +575,10 @@ class RecoveryService:
         if info.get("prelude") is None:
             raise RecoveryRefused(f"no safe way to continue with these choices: {info['prelude_error']}")
         lines = prelude if prelude is not None else info["prelude"]
+        refused = safety().check(lines)
+        if refused:
+            # the built prelude passes by construction (tests/unit/test_recovery.py): this is the user's
+            raise RecoveryRefused(f"prelude refused by the safety check: {refused[0]}", 400)
         self._check_script()
         with self._lock:
             if self._recovering:
@@ -651,12 +662,17 @@ def _public(record: dict) -> dict:
 
 
 def _check_lines(lines) -> list[str]:
+    """The user's prelude as plain lines; RecoveryRefused (400) naming the first line that is not one
+    plain command. Where the lines move the head is checked once the print's state is known."""
     if not isinstance(lines, (list, tuple)) or len(lines) > MAX_PRELUDE_LINES:
         raise RecoveryRefused(f"prelude must be a list of at most {MAX_PRELUDE_LINES} lines", 400)
     out = []
-    for line in lines:
-        if not isinstance(line, str) or len(line) > MAX_LINE or "\n" in line or "\r" in line:
-            raise RecoveryRefused(f"prelude lines must be single lines of at most {MAX_LINE} characters", 400)
+    for index, line in enumerate(lines):
+        if not isinstance(line, str):
+            raise RecoveryRefused(f"prelude line {index + 1} is not text", 400)
+        reason = plain_line_problem(line.strip())
+        if reason:
+            raise RecoveryRefused(f"prelude refused: {Problem(index, line.strip(), reason)}", 400)
         if line.strip():
             out.append(line.strip())
     return out

@@ -107,7 +107,7 @@ Park = Union[None, str, tuple[float, float]]
 
 @dataclass(frozen=True)
 class MotionSettings:
-    """Validated values; motion_settings.SCHEMA holds the bounds and help texts of every field."""
+    """Validated values; settings_schema.SCHEMA holds the bounds and help texts of every field."""
 
     retract_length: float = 2.0  # mm of filament
     retract_speed: float = 35.0  # mm/s
@@ -576,6 +576,18 @@ def resume_sequence(
     when the heaters were switched off during the hold (or someone may have changed them: see
     needs_reheat). `at_park`: user lines (resume template) run at the park position after the reheat.
     """
+    lead, back_to_park, rest = resume_parts(state, plan, volume, settings, wait_for_heat)
+    if not at_park:
+        return lead + rest
+    # Whatever the user's lines do to modes or position, the rest starts from a known place.
+    return lead + list(at_park) + ["G90", "M83", *back_to_park] + rest
+
+
+def resume_parts(
+    state, plan: PausePlan, volume: Volume, settings: MotionSettings, wait_for_heat: bool = False
+) -> tuple[list[str], list[str], list[str]]:
+    """resume_sequence in pieces: (up to the park position, the moves back to it, the rest), so that
+    the user's lines between them can be told from SafePause's own (safety.check_resume)."""
     flavour = plan.flavour or _flavour(state)
     lines: list[str] = []
     if _inch(state, flavour):
@@ -597,10 +609,7 @@ def resume_sequence(
     if plan.park_xy is not None:
         back_to_park.append(f"G1 X{_num(plan.park_xy[0])} Y{_num(plan.park_xy[1])} {xy_feed}")
     lines += back_to_park
-    if at_park:
-        # Whatever the user's lines do to modes or position, the rest starts from a known place.
-        lines += list(at_park)
-        lines += ["G90", "M83", *back_to_park]
+    lead, lines = lines, []
 
     # Logical E must be restorable after the extra push: known E, or Klipper's saved G-code state.
     e_restorable = state.e is not None or plan.gcode_state_saved
@@ -640,4 +649,4 @@ def resume_sequence(
         lines += unhold_lines(flavour, settings)
     if _inch(state, flavour):
         lines.append("G20")
-    return lines
+    return lead, back_to_park, lines

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from . import motion_settings
+from . import settings_schema
 from .gcode import StateTracker
-from .sequences import MotionSettings, Volume, pause_sequence, resume_sequence
+from .safety import check_pause, check_resume
+from .sequences import MotionSettings, Volume, pause_sequence
 from .templates_gcode import TemplateError, build_context, render
 
 
@@ -13,9 +14,17 @@ def N_(message):
     return message
 
 
-# motion_settings.SCHEMA's labels and help texts, so that babel_extract finds them; the settings
+# settings_schema.SCHEMA's labels and help texts, so that babel_extract finds them; the settings
 # template translates them with _(field.label). tests/unit/test_native_guard.py checks they match.
 SCHEMA_TEXTS = (
+    N_("Firmware"), N_("how the firmware reads G-code (modes, temperatures, idle timeouts); auto = from its name"),
+    N_("Hold timeout"),
+    N_("how long a pause waits for the next line of the file (long heat-ups, dwells) before holding without it"),
+    N_("OctoPrint's Pause button pauses with SafePause"),
+    N_("apps that only know OctoPrint's state then show the print as printing while it is paused"),
+    N_("Axes homed after a power loss"), N_("X and Y only: homing Z would drive the nozzle into the part"),
+    N_("Recovery prime"), N_("pushed where the printer heats before a recovered print goes on"),
+    N_("Heat at the park position when recovering"),
     N_("Retract"), N_("filament pulled back at pause; 0 = none"), N_("Retract speed"), N_("Lift"),
     N_("at least this far up from the nozzle's Z"), N_("Clearance"),
     N_("above the highest printed point before any XY travel"), N_("Park"),
@@ -33,21 +42,27 @@ SCHEMA_TEXTS = (
 
 # Setting groups of the settings page, in order: (title, field names).
 SETTINGS_GROUPS = (
+    (N_("Printer"), ("firmware", "hold_timeout", "take_over_pause")),
     (N_("Pause motion"), ("retract_length", "retract_speed", "lift", "clearance", "top_margin", "z_speed")),
     (N_("Park position"), ("park_enabled", "park_x", "park_y", "travel_speed")),
     (N_("Resume"), ("prime_extra", "prime_speed", "min_extrude_temp")),
     (N_("While paused"), ("fans_off", "keep_steppers", "hold_backstop", "idle_timeout_restore")),
     (N_("Long pauses: heaters"), ("hotend_off_after", "bed_off_after")),
     (N_("Your own G-code"), ("pause_template", "resume_template")),
+    (N_("Recovering a print that died"), ("recovery_home_axes", "recovery_prime_length", "recovery_park")),
 )
 
-FIRMWARE_CHOICES = (
-    ("auto", N_("Automatic (from the firmware's name, else Marlin 2)")),
-    ("marlin", N_("Marlin 2")),
-    ("klipper", N_("Klipper")),
-    ("reprapfirmware", N_("RepRapFirmware")),
-    ("prusa", N_("Prusa firmware (MK3)")),
-)
+# What the form shows for each value of a choice field.
+CHOICE_LABELS = {
+    "firmware": {
+        "auto": N_("Automatic (from the firmware's name, else Marlin 2)"),
+        "marlin": N_("Marlin 2"),
+        "klipper": N_("Klipper"),
+        "reprapfirmware": N_("RepRapFirmware"),
+        "prusa": N_("Prusa firmware (MK3)"),
+    },
+    "recovery_home_axes": {"XY": N_("X and Y")},
+}
 
 
 def _sample_lines(volume):
@@ -66,11 +81,13 @@ def _sample_lines(volume):
 SAMPLE_TEMPERATURES = {"tool0": {"actual": 210.0, "target": 210.0}, "bed": {"actual": 60.0, "target": 60.0}}
 
 
-def preview(values: dict, profile: dict, flavour: str, live=None, temperatures=None) -> dict:
+def preview(values: dict, profile: dict, flavour: str, live=None, temperatures=None, render=render) -> dict:
     """Pause and resume G-code for `values` (raw settings): for the live pause `(state, plan)` when
-    given, else for a sample print on `profile`."""
+    given, else for a sample print on `profile`. The templates are rendered with `render` (the plugin
+    passes a TemplateRunner's, bounded in time) and go through the same safety check as at a pause:
+    `errors` names what would be refused, by setting."""
     volume = Volume.from_profile(profile)
-    settings = MotionSettings(**motion_settings.motion_kwargs(values, profile))
+    settings = MotionSettings(**settings_schema.motion_kwargs(values, profile))
     if live is not None:
         state, plan = live
         source = "pause"
@@ -83,6 +100,7 @@ def preview(values: dict, profile: dict, flavour: str, live=None, temperatures=N
 
     plan = pause_sequence(state, volume, settings, temperatures=temperatures, flavour=flavour)
     warnings = list(plan.warnings)
+    errors = {}
     rendered = {}
     for key in ("pause_template", "resume_template"):
         try:
@@ -90,32 +108,40 @@ def preview(values: dict, profile: dict, flavour: str, live=None, temperatures=N
             rendered[key] = render(values.get(key) or "", context, name=key)
         except TemplateError as error:
             rendered[key] = []
-            warnings.append(str(error))
-    resume = resume_sequence(state, plan, volume, settings, at_park=rendered["resume_template"])
+            errors[key] = str(error)
+    pause = check_pause(state, plan, volume, rendered["pause_template"])
+    resume = check_resume(state, plan, volume, settings, at_park=rendered["resume_template"])
+    for key, checked in (("pause_template", pause), ("resume_template", resume)):
+        if checked.user:
+            errors[key] = f"{settings_schema.FIELDS[key].label}: refused by the safety check: {checked.user[0]}"
     return {
         "source": source,
         "flavour": flavour,
         "profile": profile.get("name") or profile.get("id"),
         "position": {"x": state.x, "y": state.y, "z": state.z},
-        "pause": list(plan.lines) + rendered["pause_template"],
-        "resume": resume,
-        "warnings": warnings,
+        "pause": pause.lines,
+        "resume": resume.lines,
+        "warnings": warnings + [str(p) for p in pause.builtin + resume.builtin],
+        "errors": errors,
     }
 
 
 def template_vars() -> dict:
-    """The settings form, generated from motion_settings.SCHEMA."""
+    """The settings form, generated from settings_schema.SCHEMA."""
     fields = {}
-    for spec in motion_settings.SCHEMA:
+    for spec in settings_schema.SCHEMA:
+        kind = "choice" if spec.choices else {bool: "bool", str: "text"}.get(spec.kind, "number")
+        labels = CHOICE_LABELS.get(spec.name, {})
         fields[spec.name] = {
             "name": spec.name,
-            "kind": {bool: "bool", str: "text"}.get(spec.kind, "number"),
+            "kind": kind,
             "unit": spec.unit,
             "label": spec.label or spec.name,
             "help": spec.help,
             "minimum": spec.minimum,
             "maximum": spec.maximum,
             "nullable": spec.nullable,
+            "choices": [[value, labels.get(value, value)] for value in spec.choices],
         }
     groups = [{"title": title, "fields": [fields[name] for name in names]} for title, names in SETTINGS_GROUPS]
-    return {"groups": groups, "firmware_choices": [list(choice) for choice in FIRMWARE_CHOICES]}
+    return {"groups": groups}

@@ -3,10 +3,10 @@
 
 Runs `octoprint serve` from a temporary base directory seeded with the project's offline test config,
 two users with fixed API keys (set before the first start: OctoPrint does not re-read users.yaml), one
-printer profile per build volume of the shared slicer files, and optionally those files.
+printer profile per build volume of the repository's slicer files (tests/gcode), and optionally those files.
 
     with Sandbox(files=[gcode]) as sb:               # started, /api/version answers
-        sb.connect(profile="shared_210x210x205")     # VIRTUAL, waits for Operational
+        sb.connect(profile="corpus_210x210x205")     # VIRTUAL, waits for Operational
         status, body = sb.api("GET", "/api/job")
         status, _ = sb.api("POST", "/api/job", {"command": "start"}, user="viewer")   # 403
 
@@ -35,20 +35,10 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import corpus  # scripts/corpus.py: the repository's G-code, unpacked on first use
+
 REPO = Path(__file__).resolve().parents[1]
 
-
-def _find_shared() -> Path:
-    """The project's read-only material (gcode corpus, offline config): beside the clone normally;
-    SAFEPAUSE_SHARED overrides, and /work/shared serves a clone made elsewhere on this machine."""
-    candidates = [os.environ.get("SAFEPAUSE_SHARED"), REPO.parent / "shared", "/work/shared"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "gcode").is_dir():
-            return Path(candidate)
-    return REPO.parent / "shared"
-
-
-SHARED = _find_shared()
 
 ADMIN = ("admin", "test", "SAFEPAUSE_TEST_APIKEY_0123456789abcdefABCDEF")
 # read-only group: may look, may not print/pause/cancel (no PRINT permission), for permission tests
@@ -59,18 +49,12 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.
 
 
 def test_config_path() -> Path:
-    """The offline config every OctoPrint we start begins from: ../shared's copy when present."""
-    shared = SHARED / "octoprint" / "test-config.yaml"
-    return shared if shared.is_file() else REPO / "scripts" / "octoprint-test-config.yaml"
-
-
-def shared_gcode_dir() -> Path | None:
-    folder = SHARED / "gcode"
-    return folder if folder.is_dir() else None
+    """The offline config every OctoPrint we start begins from (a copy of the project's reference one)."""
+    return REPO / "scripts" / "octoprint-test-config.yaml"
 
 
 # ---------------------------------------------------------------------------------------------------------
-# printer profiles: one per build volume in shared/gcode/README.md
+# printer profiles: one per build volume in tests/gcode/README.md
 
 _PROFILE_BASE = {  # OctoPrint 1.11's PrinterProfileManager.default; profile files must carry every key
     "color": "default",
@@ -94,19 +78,19 @@ _PROFILE_BASE = {  # OctoPrint 1.11's PrinterProfileManager.default; profile fil
 
 # id: (name, width, depth, height, overrides)
 _PROFILES = {
-    "shared_210x210x205": ("Anycubic 210x210x205 (files 01, 09)", 210, 210, 205, {}),
-    "shared_ender3_220x220x250": ("Ender-3 220x220x250 (files 02, 12)", 220, 220, 250, {}),
-    "shared_voron_250x250x230": ("Voron 250x250x230 (file 03)", 250, 250, 230, {}),
-    "shared_200x200x200": ("RepRap 200x200x200 (file 04)", 200, 200, 200, {}),
-    "shared_toolchanger_300x300x300": (
+    "corpus_210x210x205": ("Anycubic 210x210x205 (files 01, 09)", 210, 210, 205, {}),
+    "corpus_ender3_220x220x250": ("Ender-3 220x220x250 (files 02, 12)", 220, 220, 250, {}),
+    "corpus_voron_250x250x230": ("Voron 250x250x230 (file 03)", 250, 250, 230, {}),
+    "corpus_200x200x200": ("RepRap 200x200x200 (file 04)", 200, 200, 200, {}),
+    "corpus_toolchanger_300x300x300": (
         "Tool changer 300x300x300, 2 tools (file 05)",
         300,
         300,
         300,
         {"extruder": {"count": 2, "offsets": [[0.0, 0.0], [0.0, 0.0]]}},
     ),
-    "shared_120x120x60": ("Small 120x120x60 (files 07, 08)", 120, 120, 60, {}),
-    "shared_mk3s_250x214x210": (
+    "corpus_120x120x60": ("Small 120x120x60 (files 07, 08)", 120, 120, 60, {}),
+    "corpus_mk3s_250x214x210": (
         "Prusa MK3S 250x214x210, bed from Y=-4 (file 11)",
         250,
         214,
@@ -120,16 +104,16 @@ _PROFILES = {
 }
 
 _GCODE_PROFILES = {
-    "01": "shared_210x210x205",
-    "02": "shared_ender3_220x220x250",
-    "03": "shared_voron_250x250x230",
-    "04": "shared_200x200x200",
-    "05": "shared_toolchanger_300x300x300",
-    "07": "shared_120x120x60",
-    "08": "shared_120x120x60",
-    "09": "shared_210x210x205",
-    "11": "shared_mk3s_250x214x210",
-    "12": "shared_ender3_220x220x250",
+    "01": "corpus_210x210x205",
+    "02": "corpus_ender3_220x220x250",
+    "03": "corpus_voron_250x250x230",
+    "04": "corpus_200x200x200",
+    "05": "corpus_toolchanger_300x300x300",
+    "07": "corpus_120x120x60",
+    "08": "corpus_120x120x60",
+    "09": "corpus_210x210x205",
+    "11": "corpus_mk3s_250x214x210",
+    "12": "corpus_ender3_220x220x250",
 }
 
 
@@ -162,7 +146,7 @@ def printer_profiles() -> dict:
 
 
 def profile_for_gcode(filename: str) -> str | None:
-    """Profile id for a shared gcode file name ("07_marlin2_..." -> "shared_120x120x60"), else None."""
+    """Profile id for a corpus file name ("07_marlin2_..." -> "corpus_120x120x60"), else None."""
     return _GCODE_PROFILES.get(Path(filename).name[:2]) if Path(filename).name[2:3] == "_" else None
 
 
@@ -438,9 +422,9 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 5000)))
     parser.add_argument("--keep", action="store_true", help="keep the base directory after stopping")
     parser.add_argument("--octoprint", help="path of the octoprint executable (default: next to this python)")
-    parser.add_argument("--no-files", action="store_true", help="do not add the shared gcode files")
+    parser.add_argument("--no-files", action="store_true", help="do not add the corpus G-code files")
     parser.add_argument(
-        "--profile", default="shared_ender3_220x220x250", help="printer profile to connect with"
+        "--profile", default="corpus_ender3_220x220x250", help="printer profile to connect with"
     )
     args = parser.parse_args(argv)
 
@@ -450,8 +434,7 @@ def main(argv=None):
             s.bind(("127.0.0.1", args.port))
         except OSError:
             sys.exit(f"Port {args.port} on 127.0.0.1 is in use; set PORT=<another port>.")
-    gcode = shared_gcode_dir()
-    files = sorted(gcode.glob("*.gcode")) if gcode and not args.no_files else []
+    files = [] if args.no_files else corpus.gcode_files()
     sandbox = Sandbox(port=args.port, octoprint=args.octoprint, files=files, keep=args.keep)
 
     def on_signal(signum, frame):
@@ -470,7 +453,7 @@ def main(argv=None):
             f"  Login:    {ADMIN[0]} / {ADMIN[1]}\n"
             f"  API key:  {ADMIN[2]}\n"
             f"  Viewer:   {VIEWER[0]} / {VIEWER[1]} (read-only, API key {VIEWER[2]})\n"
-            f"  Files:    {len(files)} shared gcode files; printer profiles for each build volume\n"
+            f"  Files:    {len(files)} real slicer files (tests/gcode); printer profiles for each build volume\n"
             f"  Plugin:   safepause {'loaded' if loaded else 'NOT loaded (is the plugin installed?)'}\n"
             f"  Logs:     {sandbox.octoprint_log}\n"
             f"            {sandbox.serial_log}\n"

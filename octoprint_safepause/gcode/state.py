@@ -158,10 +158,16 @@ class StateTracker:
         "_retr", "_retr_tools", "_fwr", "_fwr_tools", "_uses_fwr",
         "_maxz", "_layerz", "_tool", "_homed", "_home",
         "_temps", "_standby", "_bed", "_chamber", "_fans",
-        "_ffactor", "_ffbackup", "_flow", "_macros", "_saved", "_khome", "_handlers", "_watch",
+        "_ffactor", "_ffbackup", "_flow", "_macros", "_saved", "_khome", "_handlers", "_watch", "_tools",
     )  # fmt: skip
 
-    def __init__(self, flavour: str = "marlin", *, home_position: Mapping[str, float] | None = None):
+    def __init__(
+        self,
+        flavour: str = "marlin",
+        *,
+        home_position: Mapping[str, float] | None = None,
+        tools: int | None = None,
+    ):
         if flavour not in FLAVOURS:
             raise ValueError(
                 "unknown firmware flavour {!r}: expected one of {}".format(flavour, ", ".join(FLAVOURS))
@@ -202,6 +208,9 @@ class StateTracker:
         self._khome = [0.0, 0.0, 0.0, 0.0]  # Klipper's homing_position (SET_GCODE_OFFSET)
         self._handlers = _HANDLERS[flavour]
         self._watch: Callable[[ParsedLine, str], None] | None = None  # see watch()
+        # How many tools the host lets through: OctoPrint drops T<n> for n >= the printer profile's
+        # extruder count, so the printer never selects them (None: every T counts).
+        self._tools = tools
 
     # ------------------------------------------------------------------ feeding
 
@@ -406,6 +415,7 @@ class StateTracker:
             "macros": sorted(self._macros),
             "saved": saved,
             "khome": list(self._khome),
+            "tools": self._tools,
         }
 
     @classmethod
@@ -414,7 +424,7 @@ class StateTracker:
         data of another export version."""
         if data.get("v") != EXPORT_VERSION:
             raise ValueError(f"tracker export version {data.get('v')!r}, expected {EXPORT_VERSION}")
-        t = cls(data["flavour"])
+        t = cls(data["flavour"], tools=data.get("tools"))
         t.lines = int(data["lines"])
         t.unreadable = int(data["unreadable"])
         t._x, t._y, t._z, t._e, t._f = (float(v) for v in data["xyzef"])
@@ -703,6 +713,8 @@ def _h_tool(t: StateTracker, p: ParsedLine) -> bool:
             return True
         t._select_tool(None)  # Prusa's Tx/Tc/T?: the firmware asks which filament to use
         return False
+    if t._tools is not None and v >= t._tools:
+        return False  # OctoPrint never sends it (comm.py _validate_tool)
     t._select_tool(int(v))
     return False
 

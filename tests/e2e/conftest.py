@@ -35,7 +35,7 @@ def sandbox():
     sb = sandbox_module.Sandbox(octoprint=str(octoprint), plugins=helpers)
     try:
         sb.start()
-        sb.connect(profile="shared_210x210x205")
+        sb.connect(profile="corpus_210x210x205")
         yield sb
     finally:
         sb.stop()
@@ -57,7 +57,7 @@ def _save_artifacts(sb):
 # The virtual printer's heaters start at their ambient temperature: at 210 °C the slice's M190 S60 and
 # M109 S210 return at once (targets at or below it) instead of heating for 20 s per print.
 SP_CONFIG = {"plugins": {"virtual_printer": {"ambientTemperature": 210.0, "simulated_errors": []}}}
-SP_PROFILE = "shared_210x210x205"
+SP_PROFILE = "corpus_210x210x205"
 SP_SOURCE = "09_marlin_absE_0.10mm_comments_M3screw.gcode"  # real PrusaSlicer output, absolute E
 SP_SLICE_LINES = 1500  # start G-code, intro line, first layers (~55 kB): ~4 s of moves at real speed
 SP_ARTIFACTS = REPO / "test-artifacts" / "e2e-safepause"
@@ -65,8 +65,8 @@ _SEND = re.compile(r"^(\S+ \S+) - Send: (?:N(\d+) (.*)\*\d+|(.*))$")
 
 
 def make_slice(target: Path) -> Path:
-    """The shared file's first SP_SLICE_LINES lines plus its end G-code, copied (../shared stays as is)."""
-    source = sandbox_module.shared_gcode_dir() / SP_SOURCE
+    """The corpus file's first SP_SLICE_LINES lines plus its end G-code, as a new file."""
+    source = sandbox_module.corpus.gcode_dir() / SP_SOURCE
     lines = source.read_text().splitlines(keepends=True)
     end = next(i for i in range(len(lines) - 1, 0, -1) if lines[i].startswith(";TYPE:Custom"))
     stop = next(i for i in range(end, len(lines)) if lines[i].startswith("M117 Finished"))
@@ -280,20 +280,56 @@ class SafePauseServer:
         return problems
 
     def log_records(self):
-        """octoprint.log as records: a line with a timestamp and the traceback lines under it."""
-        records = []
-        for line in self.sb.log_text().splitlines():
-            if re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - ", line) or not records:
-                records.append([line])
-            else:
-                records[-1].append(line)
-        return ["\n".join(record) for record in records]
+        return log_records(self.sb.log_text())
+
+    def plugin_log_problems(self, since: int = 0):
+        """The records from `since` on that show SafePause (or the test detector) failing."""
+        return plugin_log_problems(self.log_records()[since:])
+
+
+# A record of octoprint.log: "<date> <time>,<ms> - <logger> - <LEVEL> - <message>" and its traceback.
+_RECORD = re.compile(r"^\S+ \S+ - (?P<logger>\S+) - (?P<level>[A-Z]+) - (?P<message>.*)", re.DOTALL)
+_PLUGIN_LOGGERS = ("octoprint.plugins.safepause",)  # safepause_detector shares the prefix
+_PLUGIN_FRAME = re.compile(r'^\s*File "[^"]*(?:/octoprint_safepause/|/safepause_detector\.py)', re.MULTILINE)
+_PLUGIN_5XX = re.compile(r"^5\d\d \S+ /(?:api/)?plugin/safepause\b")
+_PLUGIN_API_ERROR = "Error while executing SimpleApiPlugin safepause"  # OctoPrint's own record of a 500
+
+
+def log_records(text: str):
+    """octoprint.log as records: a line with a timestamp and the traceback lines under it."""
+    records = []
+    for line in text.splitlines():
+        if re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - ", line) or not records:
+            records.append([line])
+        else:
+            records[-1].append(line)
+    return ["\n".join(record) for record in records]
+
+
+def plugin_log_problems(records):
+    """What the plugin itself logged as failing: an ERROR/CRITICAL of its own loggers, a traceback
+    through its code, a 5xx answer on its routes. Judged by logger and frames, never by a substring
+    of the whole record: OctoPrint's own errors name paths that may contain the clone's folder."""
+    problems = []
+    for record in records:
+        match = _RECORD.match(record)
+        if not match:
+            continue
+        own = match["logger"].startswith(_PLUGIN_LOGGERS)
+        failing = match["level"] in ("ERROR", "CRITICAL")
+        message = match["message"]
+        if (
+            (own and failing)
+            or _PLUGIN_FRAME.search(record)
+            or _PLUGIN_5XX.match(message)
+            or _PLUGIN_API_ERROR in message
+        ):
+            problems.append(record)
+    return problems
 
 
 @pytest.fixture(scope="session")
 def sp_server(tmp_path_factory):
-    if sandbox_module.shared_gcode_dir() is None:
-        pytest.skip("../shared/gcode is not present")
     octoprint = Path(sys.executable).parent / "octoprint"
     if not octoprint.exists():
         pytest.fail(f"{octoprint} not found: run the e2e tests with the interpreter of OctoPrint's venv")

@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("playwright.sync_api")
 import sandbox as sandbox_module  # noqa: E402  (conftest puts scripts/ on sys.path)
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
@@ -34,9 +32,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SHARED_GCODE = sandbox_module.shared_gcode_dir()
+CORPUS_GCODE = sandbox_module.corpus.gcode_dir()
 GCODE_NAME = "09_marlin_absE_0.10mm_comments_M3screw.gcode"  # 330 kB, 0.10 mm layers, absolute E
-PROFILE = "shared_210x210x205"
+PROFILE = "corpus_210x210x205"
 # The virtual printer heats at 10 °C/s, so the file's M190 S60 / M109 S210 would take 20 s per print.
 # Its heaters start at the "ambient" temperature: at 210 °C those waits return at once.
 FAST_HEAT = {"plugins": {"virtual_printer": {"ambientTemperature": 210.0}}}
@@ -45,9 +43,6 @@ FAST_HEAT = {"plugins": {"virtual_printer": {"ambientTemperature": 210.0}}}
 SLOW_MOVES = "M220 S30"
 PAUSE_AFTER = 2500  # bytes: past homing and heating, drawing the intro line
 UI_TIMEOUT = 15_000  # ms
-
-needs_gcode = pytest.mark.skipif(SHARED_GCODE is None, reason="../shared/gcode is not present")
-
 
 # ------------------------------------------------------------------------------------------ server
 
@@ -64,9 +59,8 @@ def start_server(artifacts: Path):
         sb.start()
         sb.connect(profile=PROFILE)
         assert sb.api("POST", "/api/printer/command", {"command": SLOW_MOVES})[0] == 204
-        if SHARED_GCODE is not None:
-            status, reply = sb.upload(SHARED_GCODE / GCODE_NAME)
-            assert status == 201, reply
+        status, reply = sb.upload(CORPUS_GCODE / GCODE_NAME)
+        assert status == 201, reply
     except BaseException:
         stop_server(sb)
         raise
@@ -199,7 +193,6 @@ def open_page(browser):
 # ------------------------------------------------------------------------------------------ tests
 
 
-@needs_gcode
 def test_pause_and_resume_from_the_sidebar(server, open_page):
     ui = open_page(server)
     expect(ui.state).to_have_text("Not printing")
@@ -238,7 +231,6 @@ def test_pause_and_resume_from_the_sidebar(server, open_page):
     ensure_idle(server)
 
 
-@needs_gcode
 def test_pause_and_cancel_with_confirmation(server, open_page):
     ui = open_page(server)
     start_print(server)
@@ -265,7 +257,6 @@ def test_pause_and_cancel_with_confirmation(server, open_page):
     ui.shot("cancelled")
 
 
-@needs_gcode
 def test_user_without_control_sees_the_state_but_no_buttons(server, open_page):
     viewer = open_page(server, user="viewer")
     admin = open_page(server)

@@ -7,8 +7,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
-pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import expect  # noqa: E402
 
 from .test_browser import (  # noqa: E402, F401  (browser, open_page: fixtures)
@@ -18,7 +16,6 @@ from .test_browser import (  # noqa: E402, F401  (browser, open_page: fixtures)
     ensure_idle,
     filepos,
     job,
-    needs_gcode,
     open_page,
     pause_over_rest,
     safepause,
@@ -29,7 +26,7 @@ from .test_browser import (  # noqa: E402, F401  (browser, open_page: fixtures)
     wait_safepause,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180), needs_gcode]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 JOB = "/api/job"
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
-pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import expect  # noqa: E402
 
 from tests.e2e.test_browser import (  # noqa: E402, F401  (browser, open_page: fixtures)
@@ -25,7 +23,6 @@ from tests.e2e.test_browser import (  # noqa: E402, F401  (browser, open_page: f
     browser,
     ensure_idle,
     filepos,
-    needs_gcode,
     open_page,
     start_print,
     start_server,
@@ -33,7 +30,7 @@ from tests.e2e.test_browser import (  # noqa: E402, F401  (browser, open_page: f
     wait_for,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180), needs_gcode]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 EDIT = "M117 recovered from the browser"  # a harmless line the user adds to the prelude
 

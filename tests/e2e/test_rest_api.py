@@ -6,7 +6,7 @@ resume, and every file line reaches the printer exactly once (the saved line re-
 refusals (409), bad requests (400), permissions (403 / the plugin's own permission) and a disconnect
 during a hold.
 
-Uses `sp_server` (conftest.py): its own server with pinned temperatures and the slice of a shared file.
+Uses `sp_server` (conftest.py): its own server with pinned temperatures and the slice of a corpus file.
 """
 
 from __future__ import annotations
@@ -200,7 +200,8 @@ def test_plugin_permission_alone_may_pause(sp_server):
 
     # the read-only viewer may not pause (no PRINT, no plugin permission): JSON 403, nothing happens
     status, body = sp_server.command("pause", user="viewer")
-    assert (status, body) == (403, {"error": "you are not allowed to pause or resume prints"})
+    assert (status, body) == (403, {"error": "you are not allowed to pause prints"})
+    assert sp_server.command("cancel", user="viewer") == (403, {"error": "you are not allowed to cancel prints"})
     assert sp_server.sp_state()["state"] == "idle"
 
     # the operator may not use OctoPrint's own job commands ...
@@ -421,7 +422,7 @@ def test_pause_while_disconnected_is_refused(sp_server):
     status, body = sp_server.command("pause")
     assert status == 409, (status, body)
     assert body["error"] == "cannot pause: the printer is offline, not printing"
-    sp_server.sb.connect(profile="shared_210x210x205")
+    sp_server.sb.connect(profile="corpus_210x210x205")
 
 
 def test_disconnect_during_a_hold_ends_it_cleanly(sp_server):
@@ -436,12 +437,10 @@ def test_disconnect_during_a_hold_ends_it_cleanly(sp_server):
     events = [name for name, _ in sp_server.detector()["events"]]
     assert "plugin_safepause_cancelled" in events[-4:], events[-6:]
 
-    records = sp_server.log_records()[log_before:]
-    bad = [r for r in records if " - ERROR - " in r or "Traceback" in r]
-    assert [r for r in bad if "safepause" in r.lower()] == []
+    assert sp_server.plugin_log_problems(since=log_before) == []
 
     # connected again, the printer prints and SafePause pauses as before
-    sp_server.sb.connect(profile="shared_210x210x205")
+    sp_server.sb.connect(profile="corpus_210x210x205")
     sp_server.start_print(PAUSE_AT)
     pause_and_wait(sp_server)
     assert sp_server.command("cancel")[0] == 202
@@ -452,8 +451,7 @@ def test_disconnect_during_a_hold_ends_it_cleanly(sp_server):
 
 
 def test_octoprint_log_has_no_safepause_errors(sp_server):
-    """Runs last in this file: no ERROR / CRITICAL record or traceback that mentions SafePause in the
-    whole session of this server (tornado's access log included: a 500 on /api/plugin/safepause)."""
-    bad = (" - ERROR - ", " - CRITICAL - ", "Traceback")
-    problems = [r for r in sp_server.log_records() if any(b in r for b in bad) and "safepause" in r.lower()]
+    """Runs last in this file: nothing in the whole session of this server shows the plugin failing
+    (its loggers' errors, a traceback through its code, a 5xx on its routes)."""
+    problems = sp_server.plugin_log_problems()
     assert problems == [], "\n".join(problems)

@@ -8,9 +8,11 @@ import time
 import pytest
 import sandbox as sandbox_module
 
+from .conftest import log_records, plugin_log_problems
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
-SHARED_GCODE = sandbox_module.shared_gcode_dir()
+CORPUS_GCODE = sandbox_module.corpus.gcode_dir()
 SMALL = "09_marlin_absE_0.10mm_comments_M3screw.gcode"
 
 # Signs of OctoPrint trying to go online (the config disables all of it; the sandbox also points every
@@ -38,10 +40,9 @@ def test_viewer_may_look_but_not_print(sandbox):
     assert sandbox.api("GET", "/api/job", user=None)[0] == 403
 
 
-@pytest.mark.skipif(SHARED_GCODE is None, reason="../shared/gcode is not present")
 def test_upload_and_print_over_rest(sandbox):
     assert sandbox.state() == "Operational"
-    status, reply = sandbox.upload(SHARED_GCODE / SMALL)
+    status, reply = sandbox.upload(CORPUS_GCODE / SMALL)
     assert status == 201 and reply["done"], reply
     status, _ = sandbox.api("POST", f"/api/files/local/{SMALL}", {"command": "select", "print": True})
     assert status == 204
@@ -72,10 +73,26 @@ def test_upload_and_print_over_rest(sandbox):
 def test_log_has_no_plugin_errors_and_no_network(sandbox):
     log = sandbox.log_text()
     assert log, "octoprint.log is empty"
-    errors = [line for line in log.splitlines() if " - ERROR - " in line and "safepause" in line.lower()]
-    assert errors == []
-    tracebacks = [line for line in log.splitlines() if "octoprint_safepause" in line]
-    assert [t for t in tracebacks if "File " in t] == []
+    assert plugin_log_problems(log_records(log)) == []
     network = [line for line in log.splitlines() if NETWORK.search(line) and not line.startswith("|")]
     assert network == []
     assert "Connectivity check is disabled" in log
+
+
+def test_plugin_log_problems_judge_the_plugin_not_a_path():
+    """OctoPrint's own serial errors (deliberate disconnects) may name the clone's folder, which carries
+    the project's name: only the plugin's loggers, its frames and its routes count."""
+    records = log_records(
+        "2026-12-01 10:00:00,001 - octoprint.util.comm - ERROR - Unexpected error while writing to serial port\n"
+        'Traceback (most recent call last):\n  File "/home/u/OctoPrint-SafePause/.venv/lib/python3.11/'
+        'site-packages/octoprint/util/comm.py", line 1, in _do_send\nOSError: gone\n'
+        "2026-12-01 10:00:00,002 - octoprint.plugins.safepause - WARNING - settings refused\n"
+        "2026-12-01 10:00:00,003 - octoprint.plugins.safepause - ERROR - could not notify\n"
+        "2026-12-01 10:00:00,004 - octoprint.server - INFO - hook failed\n"
+        'Traceback (most recent call last):\n  File "/x/OctoPrint-SafePause/octoprint_safepause/api.py", '
+        "line 3, in f\nKeyError: 1\n"
+        "2026-12-01 10:00:00,005 - tornado.access - ERROR - 500 POST /api/plugin/safepause (127.0.0.1) 3ms\n"
+        "2026-12-01 10:00:00,006 - tornado.access - WARNING - 404 GET /api/plugin/other (127.0.0.1) 1ms\n"
+    )
+    problems = plugin_log_problems(records)
+    assert [r.split(" - ")[1] for r in problems] == ["octoprint.plugins.safepause", "octoprint.server", "tornado.access"]

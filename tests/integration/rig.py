@@ -10,12 +10,12 @@ order, with `N<n> ` and `*checksum` stripped and resent line numbers counted onc
 the tags OctoPrint had for it (taken in the `sending` phase right before the write and confirmed in the
 `sent` phase right after it, both on the sending thread); out-of-band writes (emergency M108) have
 `tags=None`. Moves, heat-ups and dwells are instant by default (`connect(speed=...)` to slow them):
-a shared file of 7.6k lines streams in ~1.5 s, the 80k-line ones in ~20 s.
+a corpus file of 7.6k lines streams in ~1.5 s, the 80k-line ones in ~20 s.
 
     rig = Rig.instance()
     rig.connect()
     rig.hooks["queuing"] = my_hook              # hook(comm, phase, cmd, cmd_type, gcode, subcode=, tags=)
-    rig.print_file(SHARED_GCODE / "09_...gcode", profile="shared_210x210x205")
+    rig.print_file(CORPUS_GCODE / "09_...gcode", profile="corpus_210x210x205")
     assert rig.wait_done(60) == "PrintDone"
     report = check_file_lines(rig.records(), path)
     assert report.ok, report
@@ -66,10 +66,9 @@ except ImportError:
     JobInfo, state_from_id = _port.JobInfo, _port.state_from_id
 
 sys.path.insert(0, str(REPO / "scripts"))
-import sandbox  # noqa: E402  (scripts/ is not a package; it owns the config lookup and shared profiles)
+import sandbox  # noqa: E402  (scripts/ is not a package; it owns the config lookup and corpus profiles)
 
-SHARED = sandbox.SHARED
-SHARED_GCODE = SHARED / "gcode"
+CORPUS_GCODE = sandbox.corpus.gcode_dir()
 
 log = logging.getLogger("safepause.rig")
 
@@ -539,7 +538,7 @@ class Rig:
         )
         self.plugin_manager.get_hooks = self._get_hooks
         self.profiles = PrinterProfileManager()
-        for profile in sandbox.printer_profiles().values():  # one per build volume of the shared files
+        for profile in sandbox.printer_profiles().values():  # one per build volume of the corpus files
             self.profiles.save(profile, allow_overwrite=True)
         self._vp_settings = octoprint.plugin.plugin_settings(
             "virtual_printer", defaults=VirtualPrinterPlugin().get_settings_defaults()
@@ -841,7 +840,7 @@ class Rig:
 
     def print_file(self, path, profile=None, clear: bool = True, copy_to_uploads: bool = False) -> JobInfo:
         """Select a local file and start printing it (MachineCom.selectFile + startPrint). `profile`: see
-        `use_profile`, default: the shared profile matching the file's name, else OctoPrint's default."""
+        `use_profile`, default: the corpus profile matching the file's name, else OctoPrint's default."""
         path = Path(path).resolve()
         if profile is None:
             profile = sandbox.profile_for_gcode(path.name)
@@ -1018,7 +1017,7 @@ def make_profile(identifier: str, width: float, depth: float, height: float, **o
 # a real PauseController wired to the rig (like the plugin's initialize(); for the controller tests)
 
 def flavour_for_gcode(filename: str) -> str:
-    """The firmware flavour of a shared file (tests/corpus.py, from gcode/README.md)."""
+    """The firmware flavour of a corpus file (scripts/corpus.py, from tests/gcode/README.md)."""
     sys.path.insert(0, str(REPO))
     from tests.corpus import flavour_for
 
@@ -1028,9 +1027,9 @@ def flavour_for_gcode(filename: str) -> str:
 def plugin_settings(**overrides) -> dict:
     """Raw settings as the plugin's _raw_settings() returns them: the motion defaults, the plugin's own
     keys, then `overrides`."""
-    from octoprint_safepause import motion_settings
+    from octoprint_safepause import settings_schema
 
-    values = dict(motion_settings.defaults(), firmware="auto", hold_timeout=2.0, take_over_pause=False)
+    values = dict(settings_schema.defaults(), firmware="auto", hold_timeout=2.0, take_over_pause=False)
     values.update(overrides)
     return values
 

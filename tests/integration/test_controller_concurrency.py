@@ -19,14 +19,14 @@ import time
 import traceback
 
 import pytest
-from rig import SHARED_GCODE, LogTrap, check_file_lines, unwire_controller, wire_controller
+from rig import CORPUS_GCODE, LogTrap, check_file_lines, unwire_controller, wire_controller
 
 from octoprint_safepause.controller import IDLE, PAUSED, PAUSING
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 SEED = int(os.environ.get("SAFEPAUSE_SEED", "20251125"))
-PATH = SHARED_GCODE / "09_marlin_absE_0.10mm_comments_M3screw.gcode"
+PATH = CORPUS_GCODE / "09_marlin_absE_0.10mm_comments_M3screw.gcode"
 ROUNDS = 4
 CHAOS_SECONDS = 4.0  # per round; a round also ends with its print (a cancel)
 JOIN_TIMEOUT = 10.0

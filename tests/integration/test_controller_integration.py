@@ -1,6 +1,6 @@
 """A real PauseController on the rig (real MachineCom + VirtualPrinter): the issue's proof, part 1 and 2.
 
-1. Every shared slicer file, with its printer profile and firmware flavour, is printed with several
+1. Every corpus slicer file, with its printer profile and firmware flavour, is printed with several
    pause/resume cycles at seeded random points (random holds, random motion settings, sometimes
    terminal commands while paused). The stream that reached the printer must hold every file line once,
    in order; each cycle's pause G-code lies between the suppressed line's predecessor and its re-send,
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from rig import (
-    SHARED_GCODE,
+    CORPUS_GCODE,
     ComPort,
     LogTrap,
     check_file_lines,
@@ -52,7 +52,7 @@ pytestmark = [pytest.mark.integration]
 SEED = int(os.environ.get("SAFEPAUSE_SEED", "20251125"))
 FULL = os.environ.get("SAFEPAUSE_FULL_CORPUS") == "1"
 BUDGET = 12000  # physical lines per printed excerpt (files up to this size are printed whole)
-CORPUS = sorted(SHARED_GCODE.glob("*.gcode"))
+CORPUS = sorted(CORPUS_GCODE.glob("*.gcode"))
 TERMINAL_TAGS = {"source:api", "api:printer.command", "trigger:printer.commands"}
 POSITION = re.compile(r"X:(-?[\d.]+) Y:(-?[\d.]+) Z:(-?[\d.]+) E")
 PROBE_TAG = "test:probe"
@@ -158,7 +158,7 @@ def wired(rig):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 1. random pause / resume cycles over every shared file
+# 1. random pause / resume cycles over every corpus file
 
 
 def _random_motion(rng: random.Random) -> dict:
@@ -333,8 +333,8 @@ def test_random_pauses_over_the_corpus_keep_every_line_once_in_order(rig, wired,
 # 2. cancel during the hold
 
 
-LONG = SHARED_GCODE / "01_marlin_absE_anycubic_cylinder_0.20mm.gcode"  # absolute E: restore ends in M82
-RELATIVE_E = SHARED_GCODE / "02_marlin2_relE_zhop_ender3_bunny_0.16mm.gcode"  # M83
+LONG = CORPUS_GCODE / "01_marlin_absE_anycubic_cylinder_0.20mm.gcode"  # absolute E: restore ends in M82
+RELATIVE_E = CORPUS_GCODE / "02_marlin2_relE_zhop_ender3_bunny_0.16mm.gcode"  # M83
 
 
 def _script_lines(records, name="afterPrintCancelled"):

@@ -6,12 +6,12 @@ import threading
 import time
 
 import pytest
-from rig import SHARED_GCODE, ComPort, Received, check_file_lines, file_lines
+from rig import CORPUS_GCODE, ComPort, Received, check_file_lines, file_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-SMALL = SHARED_GCODE / "09_marlin_absE_0.10mm_comments_M3screw.gcode"  # 7605 file lines, ~2 s
-LONG = SHARED_GCODE / "01_marlin_absE_anycubic_cylinder_0.20mm.gcode"  # 36261 file lines, cancelled early
+SMALL = CORPUS_GCODE / "09_marlin_absE_0.10mm_comments_M3screw.gcode"  # 7605 file lines, ~2 s
+LONG = CORPUS_GCODE / "01_marlin_absE_anycubic_cylinder_0.20mm.gcode"  # 36261 file lines, cancelled early
 
 
 def fileline(tags) -> int:
@@ -26,7 +26,7 @@ def test_connected_idle(rig, port):
     assert rig.received() == []  # the connect handshake is not part of a test's capture
 
 
-def test_prints_a_shared_file_exactly_once_in_order(rig, port):
+def test_prints_a_corpus_file_exactly_once_in_order(rig, port):
     delivered, changes = [], []
     rig.on_print_event = lambda name, payload: delivered.append((name, threading.current_thread().name))
     rig.on_state_change = lambda old, new: changes.append((old, new))
@@ -34,7 +34,7 @@ def test_prints_a_shared_file_exactly_once_in_order(rig, port):
     job = rig.print_file(SMALL)
     assert port.job() == job
     assert job.disk_path == str(SMALL.resolve()) and job.origin == "local"
-    assert port.profile()["volume"]["width"] == 210  # the shared profile matching file 09
+    assert port.profile()["volume"]["width"] == 210  # the corpus profile matching file 09
     assert rig.wait_done(30) == "PrintDone"
 
     report = check_file_lines(rig.records(), SMALL)

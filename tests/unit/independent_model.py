@@ -1,4 +1,4 @@
-"""An independent model of the G-code position and mode arithmetic, and the shared corpus.
+"""An independent model of the G-code position and mode arithmetic (and the corpus it is checked on).
 
 Why it is independent of ``octoprint_safepause.gcode``: it was written from Klipper's
 ``klippy/extras/gcode_move.py`` (commit 84104bb) and shares no code or representation with the tracker.
@@ -18,30 +18,13 @@ G92, homing, probing, tools, slicer retraction and the highest deposited Z.
 from __future__ import annotations
 
 import math
-import os
 import re
-from pathlib import Path
 
-from ..corpus import GCODE_DIR as CORPUS_DIR
-from ..corpus import flavour_for
+from ..corpus import GCODE_DIR, corpus_files
 
 NAN = float("nan")
 
-# --------------------------------------------------------------------------- the shared corpus
-
-REPO = Path(__file__).resolve().parents[2]
-GCODE_DIR = Path(os.environ.get("SAFEPAUSE_GCODE_DIR", CORPUS_DIR))
-
-
-
-def corpus_files():
-    """[(path, flavour)] for every .gcode file of the shared corpus (empty if it is not there)."""
-    if not GCODE_DIR.is_dir():
-        return []
-    out = []
-    for p in sorted(GCODE_DIR.glob("*.gcode")):
-        out.append((p, flavour_for(p.name)))
-    return out
+__all__ = ["GCODE_DIR", "corpus_files", "read_lines", "KlipperStyleModel"]
 
 
 def read_lines(path):

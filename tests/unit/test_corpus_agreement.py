@@ -1,4 +1,4 @@
-"""Per-line agreement of the tracker with independent models over every shared corpus file.
+"""Per-line agreement of the tracker with independent models over every corpus file.
 
 1. ``independent_model.KlipperStyleModel`` (see its docstring for why it is independent: Klipper's
    base/last/homing vector arithmetic and tokeniser, firmware differences as data): X/Y/Z/E and F are
@@ -19,10 +19,10 @@ import pytest
 
 from octoprint_safepause.gcode import StateTracker
 
+from ..corpus import pinned_sums
 from .independent_model import GCODE_DIR, KlipperStyleModel, corpus_files, read_lines
 
 FILES = corpus_files()
-pytestmark = pytest.mark.skipif(not FILES, reason=f"shared corpus not found at {GCODE_DIR}")
 
 TOL = 1e-6
 
@@ -34,11 +34,10 @@ def _close(a, b):
 
 
 def test_corpus_is_the_pinned_one():
-    sums = {}
-    for line in (GCODE_DIR / "SHA256SUMS").read_text().splitlines():
-        digest, _, name = line.partition("  ")
-        sums[name.strip().lstrip("*")] = digest
-    for path, _ in FILES:
+    sums = pinned_sums()
+    bundled = [path for path, _ in FILES if path.parent == GCODE_DIR]
+    assert sorted(p.name for p in bundled) == sorted(sums)
+    for path in bundled:
         assert hashlib.sha256(path.read_bytes()).hexdigest() == sums[path.name], path.name
 
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from octoprint_safepause import motion_settings
+from octoprint_safepause import settings_schema
 from octoprint_safepause.native_guard import CANCEL, PAUSE, RESUME, Decision, decide, describe, who
 
 REPO = Path(__file__).resolve().parents[2]
@@ -168,10 +168,10 @@ def _n_marked(path: Path) -> set:
 
 
 def test_every_settings_label_and_help_is_marked_for_translation():
-    # The settings page shows motion_settings.SCHEMA's texts through _(field.label): they must be in
+    # The settings page shows settings_schema.SCHEMA's texts through _(field.label): they must be in
     # the catalog, i.e. N_()-marked in settings_page.py, word for word.
     marked = _n_marked(REPO / "octoprint_safepause" / "settings_page.py")
-    texts = {t for f in motion_settings.SCHEMA for t in (f.label, f.help) if t}
+    texts = {t for f in settings_schema.SCHEMA for t in (f.label, f.help) if t}
     assert texts - marked == set()
 
 
@@ -179,7 +179,7 @@ def test_every_settings_field_is_on_the_settings_page():
     from octoprint_safepause.settings_page import SETTINGS_GROUPS
 
     shown = [name for _title, names in SETTINGS_GROUPS for name in names]
-    assert sorted(shown) == sorted(f.name for f in motion_settings.SCHEMA)
+    assert sorted(shown) == sorted(f.name for f in settings_schema.SCHEMA)
     assert len(shown) == len(set(shown))
 
 
@@ -225,7 +225,32 @@ def test_preview_of_a_sample_print_for_every_firmware(plugin, firmware):
 def test_preview_renders_the_users_templates_and_reports_their_errors(plugin):
     preview = plugin.preview({"pause_template": "M117 paused at {{ state.z }}", "resume_template": "{{ nope }}"})
     assert preview["pause"][-1] == "M117 paused at 1.1"
-    assert len(preview["warnings"]) == 1 and "undefined variable" in preview["warnings"][0]
+    assert preview["warnings"] == [] and list(preview["errors"]) == ["resume_template"]
+    assert "undefined variable" in preview["errors"]["resume_template"]
+
+
+def test_preview_refuses_template_lines_the_safety_check_refuses(plugin):
+    """Outside the volume, XY travel below the print, a coordinate shift, a host command, a line that
+    is too long: named by setting and line, and left out of the G-code shown."""
+    bad = {
+        "G1 X9999 F6000": "outside the build volume",
+        "G1 Z-20 F600": "outside the build volume",
+        "G1 X9999 Y-500 Z-20 F6000": "below the top of the print",
+        "G1 Z0.2\nG1 X20 Y20": "below the top of the print",
+        "G92 X0 Y0": "coordinate frame",
+        "@pause": "host commands",
+        "M117 {{ 'x' * 200 }}": "at most 96",
+        "G28": "homes Z onto the print",
+    }
+    for template, why in bad.items():
+        preview = plugin.preview({"pause_template": template, "resume_template": template})
+        for key in ("pause_template", "resume_template"):
+            assert why in preview["errors"][key], (template, preview["errors"])
+            assert "line 1" in preview["errors"][key] or "line 2" in preview["errors"][key]
+        assert "G1 X9999 Y-500 Z-20 F6000" not in preview["pause"] + preview["resume"]
+    fine = plugin.preview({"pause_template": "M117 paused\nG1 X60 Y60 F3000", "resume_template": "M300 S440 P200"})
+    assert fine["errors"] == {} and fine["pause"][-2:] == ["M117 paused", "G1 X60 Y60 F3000"]
+    assert "M300 S440 P200" in fine["resume"]
 
 
 def test_preview_uses_the_live_pause_when_there_is_one(plugin):

@@ -33,6 +33,7 @@ from octoprint_safepause.recovery import (
     RecoveryError,
     RecoverySettings,
     build_prelude,
+    prelude_check,
     settings_from,
 )
 from octoprint_safepause.sequences import MotionSettings, Volume
@@ -133,6 +134,8 @@ def check(
         return None
     where += f" prelude={prelude.lines}"
     assert prelude.start_pos <= pos and prelude.start == prelude.start_pos  # UTF-8 corpus: same counts
+    # the one safety check that every prelude passes before it is sent accepts the built one
+    assert prelude_check(at_pos, volume, kept, flavour=flavour).check(prelude.lines) == [], where
 
     if kept:
         fw = physical.clone()

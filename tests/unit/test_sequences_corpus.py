@@ -1,6 +1,6 @@
 """Pause / resume at many random points of every real slicer file, checked by an independent model.
 
-For each file in /work/shared/gcode and each sampled line k (seeded, reproducible), the stream
+For each file of the repository's corpus (tests/gcode) and each sampled line k (seeded, reproducible), the stream
 file[:k] + pause + (a long hold) + resume + file[k:] runs through tests/unit/firmware_model.py next to the
 plain file, and:
 
@@ -23,18 +23,19 @@ from dataclasses import replace
 
 import pytest
 
+from octoprint_safepause import gcode
+from octoprint_safepause.safety import SafetyCheck
 from octoprint_safepause.sequences import (
     MotionSettings,
     Volume,
     heater_policy,
+    mode_restore,
     pause_sequence,
     resume_sequence,
 )
 
 from ..corpus import GCODE_DIR
 from .firmware_model import Firmware
-
-gcode = pytest.importorskip("octoprint_safepause.gcode")
 
 CORPUS = GCODE_DIR
 SEED = 20240611
@@ -150,6 +151,13 @@ def _check_pause(name, flavour, volume, lines, k, state, at_pause, plain_moves, 
     fw.run(resume)
     ours = fw.moves[:jog_from] + fw.moves[jog_to:]
     where = f"{name} line {k} ({lines[k - 1].strip()!r}) plan={plan.lines} resume={resume}"
+
+    # The one safety check that guards every line sent at runtime accepts every built-in line.
+    safety = SafetyCheck(volume, state)
+    assert safety.check(plan.lines) == [], where
+    assert safety.check(heater_policy(state, settings, held_seconds=3 * 3600).lines, commit=False) == [], where
+    assert safety.check(mode_restore(state, plan, settings), commit=False) == [], where  # a cancel's
+    assert safety.check(resume) == [], where
 
     assert not fw.errors, where
     assert fw.unknown <= ref.unknown, f"unknown to {flavour}: {fw.unknown - ref.unknown}: {where}"

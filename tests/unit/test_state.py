@@ -280,3 +280,18 @@ def test_feed_many_and_position():
     t = StateTracker()
     t.feed_many(["G90", "G1 X1 Y2 Z3", "G92 E4"])
     assert t.position() == (1.0, 2.0, 3.0, 4.0) and t.lines == 3
+
+
+def test_tools_the_host_drops_are_not_selected():
+    """OctoPrint drops T<n> for n >= the printer profile's extruder count (comm.py _validate_tool): the
+    printer stays on its tool, so a pause must not believe T99 is active (and skip its retract)."""
+    t = StateTracker("marlin", tools=1)
+    for line in ("M104 S200", "T0", "G1 X1 E1", "T99", "G1 X2 E1"):
+        t.feed(line)
+    assert t.state.tool == 0 and t.state.tool_temps == {0: 200.0}
+    again = StateTracker.restore(t.export())
+    again.feed("T5")
+    assert again.state.tool == 0
+    unbounded = StateTracker("marlin")
+    unbounded.feed("T99")
+    assert unbounded.state.tool == 99  # a tracker that is not told follows the stream

@@ -11,9 +11,7 @@ import os
 import re
 from pathlib import Path
 
-import pytest
-
-babel_extract = pytest.importorskip("babel.messages.extract")
+import babel.messages.extract as babel_extract
 from babel.messages.frontend import parse_mapping_cfg  # noqa: E402
 from babel.messages.mofile import read_mo  # noqa: E402
 from babel.messages.pofile import read_po  # noqa: E402

@@ -635,12 +635,16 @@ $(function () {
             var current = function () {
                 return sequence === self._sequence;
             };
+            // Refused settings come back as 400 with `errors` by field (and, for preview, the preview).
             OctoPrint.simpleApiCommand(PLUGIN, "validate", {settings: values})
                 .done(function (response) {
                     if (current()) self.errors(response.errors || {});
                 })
                 .fail(function (jqXHR) {
-                    if (current()) self.previewError(errorText(jqXHR));
+                    if (!current()) return;
+                    var body = jqXHR.responseJSON;
+                    if (body && body.errors) self.errors(body.errors);
+                    else self.previewError(errorText(jqXHR));
                 });
             OctoPrint.simpleApiCommand(PLUGIN, "preview", {settings: values})
                 .done(function (response) {
@@ -649,7 +653,14 @@ $(function () {
                     self.previewError(null);
                 })
                 .fail(function (jqXHR) {
-                    if (current()) self.previewError(errorText(jqXHR));
+                    if (!current()) return;
+                    var body = jqXHR.responseJSON;
+                    if (body && body.pause) {
+                        self.preview(body);
+                        self.previewError(null);
+                    } else {
+                        self.previewError(errorText(jqXHR));
+                    }
                 });
         };
 

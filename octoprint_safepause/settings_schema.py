@@ -1,9 +1,11 @@
-"""The schema of every motion length, speed, position and long-hold policy, and its validation.
+"""The one schema of every setting, and its validation: motion, long holds, templates, the firmware,
+the hold timeout, the native pause switch, recovery.
 
-`validate(values, profile)` turns what the settings form (or config.yaml) holds into clean, typed
-values and a message per refused field; `to_motion_settings(clean)` builds the MotionSettings that
-sequences.py takes. Bounds that depend on the printer (park position, lift, top margin) are checked
-against the OctoPrint printer profile. Pure: no OctoPrint import.
+`validate(values, profile)` turns what the settings form, `POST /api/settings` or config.yaml holds into
+clean, typed values and a message per refused field; `to_motion_settings(clean)` builds the
+MotionSettings that sequences.py takes. Bounds that depend on the printer (park position, lift, top
+margin) are checked against the OctoPrint printer profile. A new setting is one Field here: defaults,
+validation, the stored type and the settings form all come from it. Pure: no OctoPrint import.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from . import templates_gcode
+from .gcode import FLAVOURS
 from .sequences import MotionSettings, Volume
 
 
 @dataclass(frozen=True)
 class Field:
     name: str
-    kind: type  # float, bool or str
+    kind: type  # float, bool or str (with `choices`: one of them)
     default: Any
     minimum: float | None = None
     maximum: float | None = None
@@ -29,9 +32,35 @@ class Field:
     help: str = ""
     nullable: bool = False  # None is a valid value (park_x/park_y: None = automatic)
     above: bool = False  # minimum is exclusive (speeds)
+    choices: tuple = ()  # the only values a str field may take
 
 
 SCHEMA: tuple[Field, ...] = (
+    Field(
+        "firmware",
+        str,
+        "auto",
+        label="Firmware",
+        help="how the firmware reads G-code (modes, temperatures, idle timeouts); auto = from its name",
+        choices=("auto", *FLAVOURS),
+    ),
+    Field(
+        "hold_timeout",
+        float,
+        2.0,
+        0.1,
+        60,
+        "s",
+        "Hold timeout",
+        "how long a pause waits for the next line of the file (long heat-ups, dwells) before holding without it",
+    ),
+    Field(
+        "take_over_pause",
+        bool,
+        False,
+        label="OctoPrint's Pause button pauses with SafePause",
+        help="apps that only know OctoPrint's state then show the print as printing while it is paused",
+    ),
     Field("retract_length", float, 2.0, 0, 20, "mm", "Retract", "filament pulled back at pause; 0 = none"),
     Field("retract_speed", float, 35.0, 0, 150, "mm/s", "Retract speed", above=True),
     Field("lift", float, 5.0, 0, 500, "mm", "Lift", "at least this far up from the nozzle's Z"),
@@ -84,6 +113,25 @@ SCHEMA: tuple[Field, ...] = (
     Field("bed_off_after", float, 0.0, 0, 1440, "min", "Bed off after", "0 = never: keeps the part stuck"),
     Field("pause_template", str, "", label="Pause G-code", help="Jinja2, sent after parking"),
     Field("resume_template", str, "", label="Resume G-code", help="Jinja2, sent at the park position"),
+    Field(
+        "recovery_home_axes",
+        str,
+        "XY",
+        label="Axes homed after a power loss",
+        help="X and Y only: homing Z would drive the nozzle into the part",
+        choices=("XY",),
+    ),
+    Field(
+        "recovery_prime_length",
+        float,
+        3.0,
+        0,
+        50,
+        "mm",
+        "Recovery prime",
+        "pushed where the printer heats before a recovered print goes on",
+    ),
+    Field("recovery_park", bool, True, label="Heat at the park position when recovering"),
 )
 FIELDS: dict[str, Field] = {f.name: f for f in SCHEMA}
 
@@ -123,7 +171,9 @@ def _coerce(spec: Field, value: Any) -> Any:
     if spec.kind is str:
         if not isinstance(value, str):
             raise ValueError("must be text")
-        return value
+        if spec.choices and value.strip() not in spec.choices:
+            raise ValueError(f"must be one of {', '.join(spec.choices)}, not {value!r}")
+        return value.strip() if spec.choices else value
     if isinstance(value, bool):  # bool is an int: True must not become 1 mm
         raise ValueError(f"must be a number, not {value!r}")
     try:
@@ -220,7 +270,7 @@ def _check_park(clean: dict, errors: dict, volume: Volume) -> None:
         clean["park_x"] = clean["park_y"] = None
 
 
-def to_motion_settings(clean: Mapping[str, Any]) -> MotionSettings:
+def to_settings_schema(clean: Mapping[str, Any]) -> MotionSettings:
     """MotionSettings from validated values: park_enabled/park_x/park_y become `park`."""
     known = {f.name for f in fields(MotionSettings)}
     kwargs = {k: v for k, v in clean.items() if k in known and k != "park"}
@@ -236,5 +286,5 @@ def to_motion_settings(clean: Mapping[str, Any]) -> MotionSettings:
 def motion_kwargs(values: Mapping[str, Any] | None, profile: Mapping[str, Any] | None) -> dict:
     """Keyword arguments for MotionSettings(**...) from raw settings: validated, defaults for refusals."""
     clean, _errors = validate(values, profile)
-    settings = to_motion_settings(clean)
+    settings = to_settings_schema(clean)
     return {f.name: getattr(settings, f.name) for f in fields(MotionSettings)}

@@ -6,15 +6,15 @@ from dataclasses import fields
 
 import pytest
 
-from octoprint_safepause.motion_settings import (
+from octoprint_safepause.sequences import MotionSettings
+from octoprint_safepause.settings_schema import (
     FIELDS,
     SCHEMA,
     defaults,
     motion_kwargs,
-    to_motion_settings,
+    to_settings_schema,
     validate,
 )
-from octoprint_safepause.sequences import MotionSettings
 
 ENDER = {
     "volume": {"width": 220, "depth": 220, "height": 250, "origin": "lowerleft", "formFactor": "rectangular"}
@@ -22,7 +22,7 @@ ENDER = {
 DELTA = {"volume": {"width": 180, "depth": 180, "height": 300, "origin": "center", "formFactor": "circular"}}
 
 
-def test_schema_defaults_match_motion_settings():
+def test_schema_defaults_match_settings_schema():
     for spec in SCHEMA:
         assert spec.label, spec.name
         if spec.name in MotionSettings.__dataclass_fields__:
@@ -98,8 +98,8 @@ def test_templates_are_compiled_with_their_line():
 
 
 def test_unknown_keys_are_ignored():
-    clean, errors = validate({"firmware": "klipper", "hold_timeout": 2}, ENDER)
-    assert errors == {} and "firmware" not in clean
+    clean, errors = validate({"no_such_setting": "klipper", "hold_timeout": 2}, ENDER)
+    assert errors == {} and "no_such_setting" not in clean
 
 
 @pytest.mark.parametrize(
@@ -111,12 +111,48 @@ def test_unknown_keys_are_ignored():
         ({"park_enabled": False, "park_x": 10, "park_y": 20}, None),
     ],
 )
-def test_to_motion_settings_park(values, park):
+def test_to_settings_schema_park(values, park):
     clean, _errors = validate(values, ENDER)
-    assert to_motion_settings(clean).park == park
+    assert to_settings_schema(clean).park == park
 
 
-def test_motion_kwargs_feed_motion_settings():
+def test_motion_kwargs_feed_settings_schema():
     kwargs = motion_kwargs({"lift": "3", "park_x": 500, "park_y": 10, "junk": 1}, ENDER)
     settings = MotionSettings(**kwargs)
     assert settings.lift == 3.0 and settings.park == "auto"  # the refused park falls back to automatic
+
+
+def test_every_setting_is_in_the_schema_and_checked():
+    """Settings once checked by hand or not at all: one schema validates, coerces and documents them."""
+    clean, errors = validate(
+        {
+            "firmware": "klipper",
+            "hold_timeout": "5",
+            "take_over_pause": "yes",
+            "recovery_home_axes": "XY",
+            "recovery_prime_length": "4",
+            "recovery_park": "off",
+        },
+        ENDER,
+    )
+    assert errors == {}
+    assert (clean["firmware"], clean["hold_timeout"], clean["take_over_pause"]) == ("klipper", 5.0, True)
+    assert (clean["recovery_home_axes"], clean["recovery_prime_length"], clean["recovery_park"]) == ("XY", 4.0, False)
+
+    clean, errors = validate(
+        {
+            "firmware": "smoothie",
+            "hold_timeout": 0,
+            "take_over_pause": "maybe",
+            "recovery_home_axes": "XYZ",  # G28 Z onto the part
+            "recovery_prime_length": 500,
+            "recovery_park": "no way",
+        },
+        ENDER,
+    )
+    assert sorted(errors) == [
+        "firmware", "hold_timeout", "recovery_home_axes", "recovery_park", "recovery_prime_length", "take_over_pause",
+    ]  # fmt: skip
+    assert "XYZ" in errors["recovery_home_axes"] and "smoothie" in errors["firmware"]
+    # refused values fall back to the defaults, never to what was refused
+    assert clean["recovery_home_axes"] == "XY" and clean["firmware"] == "auto" and clean["recovery_park"] is True
