@@ -1,6 +1,7 @@
 """OctoPrint-SafePause: OctoPrint wiring only (mixins, hooks, helpers, events, API, UI)."""
 
 import json
+from types import SimpleNamespace
 
 import flask
 import octoprint.plugin
@@ -8,8 +9,8 @@ from flask_babel import gettext
 from octoprint.access import USER_GROUP
 from octoprint.access.permissions import Permissions
 
-from . import api, native_guard, settings_page, settings_schema
-from .controller import PauseController, Refused
+from . import commands, native_guard, settings_page, settings_schema, status
+from .controller import PauseController
 from .firmware import choose_flavour, flavour_from_firmware_name
 from .gcode import FLAVOURS
 from .port import OctoPrintPort, state_from_id
@@ -36,15 +37,6 @@ SETTINGS_DEFAULTS = settings_schema.defaults()
 
 API_PATH = "/api/plugin/safepause"
 TEMPLATE_KEYS = ("pause_template", "resume_template")
-
-# Commands the plugin's REST API adds to api.COMMANDS for the settings dialog (SETTINGS permission).
-UI_COMMANDS = {"validate": ["settings"], "preview": ["settings"]}
-
-# Controller state fields the sidebar shows; the rest (the full tracker snapshot) stays out of the
-# 0.5 s push to every browser.
-UI_STATE_KEYS = (
-    "state", "since", "holding", "error", "reason", "source", "file", "warnings", "heaters_off", "heater_action_in",
-)  # fmt: skip
 
 
 
@@ -173,19 +165,7 @@ class SafePausePlugin(
             return {"state": "unknown"}
 
     def ui_state(self):
-        full = self.controller.get_state()
-        data = {key: full.get(key) for key in UI_STATE_KEYS}
-        data["native_pause_pending"] = bool(full.get("holding")) and self._native_pause_pending()
-        return data
-
-    def _native_pause_pending(self):
-        # While we hold, OctoPrint cannot get to "Paused": "Pausing" means someone inside OctoPrint
-        # (the firmware's //action:pause, an @pause, another plugin) asked for its own pause, which
-        # takes effect when the hold ends (docs/native-pause.md).
-        try:
-            return bool(self._printer.is_pausing() or self._printer.is_paused())
-        except Exception:
-            return False
+        return status.ui(self.controller.get_state())
 
     def get_api_before_request_handlers(self, plugin=None, *args, **kwargs):
         return [self._before_api_request]
@@ -243,22 +223,16 @@ class SafePausePlugin(
 
     def _apply_native_decision(self, decision):
         user = self._current_user_name()
-        try:
-            if decision.action == native_guard.CANCEL:
-                self.controller.cancel()
-            elif decision.action == native_guard.RESUME:
-                self.controller.resume()
-            elif decision.action == native_guard.PAUSE:
-                try:
-                    self.controller.pause(
-                        reason=native_guard.TAKE_OVER_REASON, source=f"user:{user}" if user else "api"
-                    )
-                except Refused as refused:
-                    # e.g. an SD print: OctoPrint's own pause is the only one there is
-                    self._logger.info("SafePause cannot take over this pause (%s): OctoPrint pauses", refused)
-                    return None
-        except Refused as refused:
-            return self._native_refusal(f"SafePause: {refused}")
+        params = {}
+        if decision.action == native_guard.PAUSE:
+            params = {"reason": native_guard.TAKE_OVER_REASON}
+        status, body = commands.run(self._actions, decision.action, params, source=self._source(user))
+        if status >= 300:
+            if decision.action == native_guard.PAUSE:
+                # e.g. an SD print: OctoPrint's own pause is the only one there is
+                self._logger.info("SafePause cannot take over this pause (%s): OctoPrint pauses", body["error"])
+                return None
+            return self._native_refusal(f"SafePause: {body['error']}")
         if decision.status == 204:
             self._logger.info(
                 "OctoPrint's own %s handled by SafePause (user %s)", decision.action, user or "unknown"
@@ -302,20 +276,26 @@ class SafePausePlugin(
 
     # ~~ helpers for other plugins: they only enqueue, never block, never raise for a wrong state
 
-    def helper_pause(self, reason=None, source=None):
-        try:
-            params = {"reason": reason, "source": source}
-            reason, source = api.clean_text(params, "reason"), api.clean_text(params, "source")
-        except ValueError as error:
-            self._logger.warning("SafePause helper pause refused: %s", error)
+    @property
+    def _actions(self):
+        """What the command table acts on (commands.run)."""
+        return SimpleNamespace(controller=self.controller, recovery=self.recovery, check_settings=self._checked_settings)
+
+    def _helper(self, name, **params):
+        status, body = commands.run(self._actions, name, params)
+        if status >= 300:
+            self._logger.info("SafePause helper %s refused: %s", name, body.get("error"))
             return False
-        return self.controller.try_(self.controller.pause, reason=reason, source=source)
+        return True
+
+    def helper_pause(self, reason=None, source=None):
+        return self._helper("pause", reason=reason, source=source)
 
     def helper_resume(self):
-        return self.controller.try_(self.controller.resume)
+        return self._helper("resume")
 
     def helper_cancel(self):
-        return self.controller.try_(self.controller.cancel)
+        return self._helper("cancel")
 
     def helper_get_state(self):
         return self.controller.get_state()
@@ -328,15 +308,10 @@ class SafePausePlugin(
             return None
 
     def helper_recover(self, **choices):
-        try:
-            self.recovery.recover(**choices)
-            return True
-        except (RecoveryRefused, TypeError) as refused:
-            self._logger.info("SafePause recovery refused: %s", refused)
-            return False
+        return self._helper("recover", **choices)
 
     def helper_discard(self):
-        return self.recovery.discard()
+        return self._helper("discard")
 
     # ~~ REST API
 
@@ -344,17 +319,14 @@ class SafePausePlugin(
         return True
 
     def get_api_commands(self):
-        commands = {name: list(params) for name, params in api.COMMANDS.items()}
-        commands.update({name: list(params) for name, params in UI_COMMANDS.items()})
-        return commands
+        return {name: [] for name in commands.COMMANDS}  # parameters are checked by commands.run
 
     def on_api_get(self, request):
         # whoever may pause may also see what the pause is doing
         if not (Permissions.STATUS.can() or Permissions.PLUGIN_SAFEPAUSE_CONTROL.can()):
             return self._forbidden("you are not allowed to see the printer's status")
         state = self.controller.get_state()
-        state["native_pause_pending"] = bool(state.get("holding")) and self._native_pause_pending()
-        choices, error = api.recovery_query(request.args)
+        choices, error = commands.recovery_query(request.args)
         if error:
             return flask.make_response(flask.jsonify(error=error), 400)
         try:
@@ -364,38 +336,29 @@ class SafePausePlugin(
         return flask.jsonify(state)
 
     def on_api_command(self, command, data):
-        if command in UI_COMMANDS:
-            return self._settings_command(command, data)
-        if not (Permissions.PRINT.can() or Permissions.PLUGIN_SAFEPAUSE_CONTROL.can()):
-            return self._forbidden(f"you are not allowed to {api.ACTIONS.get(command, command)}")
-        own_gcode = command == "recover" and isinstance(data, dict) and data.get("prelude") is not None
-        if own_gcode and not Permissions.CONTROL.can():
-            # The user's own G-code needs what OctoPrint's terminal (/api/printer/command) asks for it.
-            return self._forbidden("sending your own prelude G-code needs OctoPrint's Control permission")
-        user = self._current_user_name()
-        status, body = api.handle_command(self.controller, command, data, user=user, recovery=self.recovery)
+        refused = commands.refusal(command, data, self._can)
+        if refused:
+            return self._forbidden(refused)
+        status, body = commands.run(self._actions, command, data, source=self._source(self._current_user_name()))
         return flask.make_response(flask.jsonify(body), status)
 
-    # ~~ settings dialog: inline validation and the G-code preview
+    @staticmethod
+    def _can(permission):
+        if permission == commands.SETTINGS:
+            return Permissions.SETTINGS.can()
+        if permission == commands.CONTROL:
+            return Permissions.PRINT.can() or Permissions.PLUGIN_SAFEPAUSE_CONTROL.can()
+        return Permissions.CONTROL.can()  # the user's own G-code: what OctoPrint's terminal asks for
+
+    @staticmethod
+    def _source(user):
+        return f"user:{user}" if user else "api"
 
     @staticmethod
     def _forbidden(message):
         return flask.make_response(flask.jsonify(error=message), 403)
 
-    def _settings_command(self, command, data):
-        if not Permissions.SETTINGS.can():
-            return self._forbidden("you are not allowed to change settings")
-        values = data.get("settings")
-        if not isinstance(values, dict):
-            return flask.make_response(flask.jsonify(error="'settings' must be a JSON object"), 400)
-        values = {k: v for k, v in values.items() if k in SETTINGS_DEFAULTS}
-        body = self._checked_settings(values)
-        if command == "validate":
-            body = {"errors": body["errors"]}
-        if body["errors"]:
-            # 400 with every refusal by setting, the preview still shown (the form marks the fields)
-            return flask.make_response(flask.jsonify(dict(body, error="; ".join(body["errors"].values()))), 400)
-        return flask.jsonify(body)
+    # ~~ settings dialog: inline validation and the G-code preview
 
     def _checked_settings(self, values):
         """The preview of `values` merged over the stored settings, with `errors`: the schema's and what

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from . import status
 from .gcode import StateTracker
 from .gcode.follower import FileFollower
 from .port import JobInfo, PrinterPort
@@ -88,6 +89,7 @@ class PauseToken:
     heater_done: frozenset = frozenset()  # heater-policy actions taken during this hold
     next_heater_check: float | None = None  # hold seconds at which the policy acts next
     warnings: list[str] = field(default_factory=list)
+    snapshot: dict | None = None  # state.as_dict(), made once for the status
 
 
 class PauseController:
@@ -266,34 +268,42 @@ class PauseController:
             return token.state, token.plan
 
     def get_state(self) -> dict:
+        """The one status (status.KEYS): what REST, the helpers, the sidebar and the events show."""
         with self._lock:
-            token = self._token
-            data = {
-                "state": self._state,
-                "since": self._since,
-                "holding": self._holding,
-                "error": self._last_error,
-                "reason": None,
-                "source": None,
-                "file": None,
-                "filepos": None,
-                "saved_line": None,
-                "snapshot": None,
-                "warnings": [],
-            }
-            if token is not None and self._state != IDLE:
-                data.update(
-                    reason=token.reason,
-                    source=token.source,
-                    file=token.job.path,
-                    filepos=token.filepos,
-                    saved_line=token.saved[0][0] if token.saved else None,
-                    snapshot=token.state.as_dict() if token.state is not None else None,
-                    warnings=(list(token.plan.warnings) if token.plan else []) + token.warnings,
-                    heaters_off=token.heaters_off,
-                    heater_action_in=self._heater_action_in(token),
-                )
-            return data
+            token = self._token if self._state != IDLE else None
+            data = status.idle(self._since, self._holding, self._last_error)
+            data["state"] = self._state
+            if token is not None:
+                data.update(self._token_status(token))
+        data["native_pause_pending"] = data["holding"] and self._native_pause_pending()
+        return data
+
+    def _token_status(self, token: PauseToken) -> dict:
+        state = token.state
+        if state is not None and token.snapshot is None:
+            token.snapshot = state.as_dict()  # once per pause: the state at the hold never changes
+        return {
+            "reason": token.reason,
+            "source": token.source,
+            "file": token.job.path,
+            "origin": token.job.origin,
+            "filepos": token.filepos,
+            "saved_line": token.saved[0][0] if token.saved else None,
+            "position": None if state is None else {"x": state.x, "y": state.y, "z": state.z, "e": state.e},
+            "snapshot": token.snapshot,
+            "warnings": (list(token.plan.warnings) if token.plan else []) + token.warnings,
+            "heaters_off": token.heaters_off,
+            "heater_action_in": self._heater_action_in(token),
+        }
+
+    def _native_pause_pending(self) -> bool:
+        # While we hold, OctoPrint cannot get to "Paused": "Pausing" means someone inside OctoPrint
+        # (the firmware's //action:pause, an @pause, another plugin) asked for its own pause, which
+        # takes effect when the hold ends (docs/native-pause.md).
+        try:
+            return self._port.state() in ("pausing", "paused")
+        except Exception:
+            return False
 
     # ------------------------------------------------------------------ controller thread
 
@@ -672,18 +682,8 @@ class PauseController:
         self._since = time.time()
 
     def _event_payload(self, token: PauseToken) -> dict:
-        state = token.state
-        position = None
-        if state is not None:
-            position = {"x": state.x, "y": state.y, "z": state.z, "e": state.e}
-        return {
-            "reason": token.reason,
-            "source": token.source,
-            "file": token.job.path,
-            "origin": token.job.origin,
-            "filepos": token.filepos,
-            "position": position,
-        }
+        with self._lock:
+            return status.event_payload(dict(status.idle(self._since), **self._token_status(token)))
 
     def _extruders(self) -> int:
         """The printer profile's extruder count: OctoPrint drops T<n> beyond it."""

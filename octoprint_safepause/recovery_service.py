@@ -110,6 +110,7 @@ class RecoveryService:
         self._data: dict = {"version": 1, "record": None, "live": None, "jobs": {}, "correction": None}
         self._discarded: tuple | None = None
         self._analyses: dict = {}  # (record key) -> (at_pos, at_layer, disk path)
+        self._fingerprint_cache: tuple | None = None  # ((path, size, mtime, inode), fingerprint)
         self._building: set = set()
         self._cancel_builds = threading.Event()
         self._recovering = False
@@ -368,6 +369,16 @@ class RecoveryService:
 
     # ------------------------------------------------------------------ what can be recovered
 
+    def _fingerprint(self, disk: str) -> dict:
+        """fastscan.fingerprint, hashed again only when the file's size, mtime or inode changed: every
+        GET of the status asks, and the hashes read 2 MiB."""
+        st = os.stat(disk)
+        key = (disk, st.st_size, st.st_mtime_ns, st.st_ino)
+        cached = self._fingerprint_cache
+        if cached is None or cached[0] != key:
+            cached = self._fingerprint_cache = (key, fastscan.fingerprint(disk))
+        return cached[1]
+
     def _check(self, record: dict) -> tuple[str | None, dict | None, str | None, list]:
         """(path on disk, fingerprint now, why it cannot be recovered, warnings)."""
         warnings: list = []
@@ -382,7 +393,7 @@ class RecoveryService:
             if not self._files.file_exists(record["origin"], record["path"]):
                 return None, None, "the file no longer exists", []
             disk = self._files.path_on_disk(record["origin"], record["path"])
-            fp = fastscan.fingerprint(disk)
+            fp = self._fingerprint(disk)
         except Exception as error:
             return None, None, f"the file cannot be read: {error}", []
         known = record.get("fingerprint")

@@ -1,11 +1,18 @@
-"""REST command validation and status codes, against a controller whose state we set."""
+"""The command table: validation, status codes and permissions, against a controller whose state we set."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
-from octoprint_safepause.api import handle_command
+from octoprint_safepause.commands import COMMANDS, refusal, run
 from octoprint_safepause.controller import Refused
+
+
+def handle_command(controller, name, data, user=None, recovery=None, check_settings=None):
+    actions = SimpleNamespace(controller=controller, recovery=recovery, check_settings=check_settings)
+    return run(actions, name, data, source=f"user:{user}" if user else "api")
 
 
 class StubController:
@@ -102,3 +109,47 @@ def test_recover_refusals_keep_their_status():
     assert status == 400 and "bad start" in body["error"]
     assert handle_command(StubController(), "recover", {"speed": 1}, recovery=StubRecovery())[0] == 400
     assert handle_command(StubController(), "recover", {}, recovery=None)[0] == 409
+
+
+def test_permissions_come_from_the_table():
+    def can_only(*granted):
+        return lambda permission: permission in granted
+
+    assert refusal("pause", {}, can_only()) == "you are not allowed to pause prints"
+    assert refusal("cancel", {}, can_only()) == "you are not allowed to cancel prints"
+    assert refusal("resume", {}, can_only("control")) is None
+    assert refusal("validate", {"settings": {}}, can_only("control")) == "you are not allowed to change settings"
+    # the user's own G-code needs OctoPrint's CONTROL on top of the right to recover
+    prelude = {"prelude": ["G28 X Y"]}
+    assert "Control permission" in refusal("recover", prelude, can_only("control"))
+    assert refusal("recover", prelude, can_only("control", "gcode")) is None
+    assert refusal("recover", {"position_kept": True}, can_only("control")) is None
+
+
+def test_settings_commands_answer_400_with_every_refusal():
+    def check(values):
+        errors = {"lift": "Lift: must be a number"} if "lift" in values else {}
+        return {"pause": ["G90"], "errors": errors}
+
+    ok = handle_command(StubController(), "preview", {"settings": {}}, check_settings=check)
+    assert ok == (200, {"pause": ["G90"], "errors": {}})
+    status, body = handle_command(StubController(), "validate", {"settings": {"lift": "x"}}, check_settings=check)
+    assert status == 400 and body == {"errors": {"lift": "Lift: must be a number"}, "error": "Lift: must be a number"}
+    status, body = handle_command(StubController(), "preview", {"settings": {"lift": "x"}}, check_settings=check)
+    assert status == 400 and body["pause"] == ["G90"] and body["errors"]
+    assert handle_command(StubController(), "validate", {"settings": 3}, check_settings=check)[0] == 400
+
+
+def test_every_command_is_documented_in_the_readme():
+    """README's REST table names every command of the table (and nothing else)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("`POST /api/plugin/safepause`") :]
+    section = section[: section.index("\n## ")]
+    import re
+
+    documented = set(re.findall(r'\{"command": "(\w+)"', section))
+    assert documented == set(COMMANDS)
+    for command in COMMANDS.values():
+        assert command.help and command.answers and command.handler
