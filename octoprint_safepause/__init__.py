@@ -12,7 +12,6 @@ from octoprint.access.permissions import Permissions
 from . import commands, native_guard, settings_page, settings_schema, status
 from .controller import PauseController
 from .firmware import choose_flavour, flavour_from_firmware_name
-from .gcode import FLAVOURS
 from .port import OctoPrintPort, state_from_id
 from .recovery_service import RecoveryRefused, RecoveryService
 from .template_runner import TemplateRunner
@@ -113,7 +112,7 @@ class SafePausePlugin(
 
     def _flavour(self):
         setting = self._settings.get(["firmware"])
-        return choose_flavour(setting if setting in FLAVOURS else "auto", self._detected_flavour)
+        return choose_flavour(setting, self._detected_flavour)
 
     def _check_settings(self, data):
         """(clean values of the schema, errors) for `data` merged over the stored settings."""
@@ -222,6 +221,8 @@ class SafePausePlugin(
             return None
 
     def _apply_native_decision(self, decision):
+        if decision.action is None:
+            return self._native_refusal(decision.message)
         user = self._current_user_name()
         params = {}
         if decision.action == native_guard.PAUSE:
@@ -233,12 +234,8 @@ class SafePausePlugin(
                 self._logger.info("SafePause cannot take over this pause (%s): OctoPrint pauses", body["error"])
                 return None
             return self._native_refusal(f"SafePause: {body['error']}")
-        if decision.status == 204:
-            self._logger.info(
-                "OctoPrint's own %s handled by SafePause (user %s)", decision.action, user or "unknown"
-            )
-            return flask.make_response("", 204)
-        return self._native_refusal(decision.message)
+        self._logger.info("OctoPrint's own %s handled by SafePause (user %s)", decision.action, user or "unknown")
+        return flask.make_response("", 204)
 
     def _native_refusal(self, message):
         # `safepause` lets the web interface tell this 409 from OctoPrint's own and show it.
@@ -375,7 +372,7 @@ class SafePausePlugin(
         merged = dict(self._raw_settings(), **values)
         profile = self._printer_profile_manager.get_current_or_default() or {}
         setting = merged.get("firmware")
-        flavour = choose_flavour(setting if setting in FLAVOURS else "auto", self._detected_flavour)
+        flavour = choose_flavour(setting, self._detected_flavour)
         live = self.controller.current_pause()
         temperatures = (self._printer.get_current_temperatures() or {}) if live is not None else None
         return settings_page.preview(
@@ -385,7 +382,18 @@ class SafePausePlugin(
     # ~~ web interface
 
     def get_assets(self):
-        return {"js": ["js/safepause.js"], "css": ["css/safepause.css"]}
+        # In load order: the shared module first, then one view model per file (the recovery and the
+        # native-buttons view models depend on the sidebar's).
+        return {
+            "js": [
+                "js/safepause_shared.js",
+                "js/safepause_sidebar.js",
+                "js/safepause_recovery.js",
+                "js/safepause_native.js",
+                "js/safepause_settings.js",
+            ],
+            "css": ["css/safepause.css"],
+        }
 
     def is_template_autoescaped(self):
         return True

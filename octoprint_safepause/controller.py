@@ -21,20 +21,21 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import status
-from .gcode import StateTracker
+from .gcode import MODELLED_COMMANDS, StateTracker, parse_line
 from .gcode.follower import FileFollower
+from .heater_clock import HeaterClock
 from .port import JobInfo, PrinterPort
 from .safety import check_pause, check_resume
 from .sequences import (
     MotionSettings,
     PausePlan,
     Volume,
-    heater_policy,
     mode_restore,
     needs_reheat,
     pause_sequence,
 )
 from .settings_schema import motion_kwargs
+from .shadow import MAX_NOTES, Shadow
 from .template_runner import TemplateRunner
 from .templates_gcode import TemplateError, build_context
 
@@ -46,11 +47,9 @@ TAG_RESEND = "safepause:resend"
 TAG_CANCEL = "safepause:cancel"
 OWN_TAG_PREFIX = "safepause:"
 
-# Non-file commands that change what the tracker knows; everything else (M105 polls...) is ignored.
-NOTED_GCODES = frozenset(
-    ["G0", "G1", "G2", "G3", "G10", "G11", "G20", "G21", "G28", "G29", "G30", "G90", "G91", "G92", "M82", "M83", "M104", "M109", "M140", "M190", "M141", "M191", "M106", "M107", "M220", "M221", "T"]
-)
-MAX_NOTES = 10000
+# Non-file commands that change what the tracker knows: the tracker's own list (any flavour), named by
+# its own parser (OctoPrint's `gcode` is None for Klipper's extended commands, and drops subcodes).
+NOTED_GCODES = MODELLED_COMMANDS
 # Events that end a print or the connection: a pause waiting for its hold stops waiting at once.
 ENDING_EVENTS = frozenset(
     ["PrintCancelling", "PrintCancelled", "PrintFailed", "PrintDone", "Disconnecting", "Disconnected", "Error"]
@@ -79,15 +78,12 @@ class PauseToken:
     source: str | None
     requested_at: float
     job: JobInfo
-    held_at: float | None = None
+    heaters: HeaterClock | None = None  # from the moment the hold is taken
     saved: list[tuple[str, str | None, set]] = field(default_factory=list)
     filepos: int | None = None  # byte position the print continues from (end of the last line sent)
     state: object = None  # PrinterState snapshot at the hold
     plan: PausePlan | None = None
-    heaters_off: bool = False
     pause_sent: bool = False  # the pause lines went out (so cancel has modes to restore)
-    heater_done: frozenset = frozenset()  # heater-policy actions taken during this hold
-    next_heater_check: float | None = None  # hold seconds at which the policy acts next
     warnings: list[str] = field(default_factory=list)
     snapshot: dict | None = None  # state.as_dict(), made once for the status
 
@@ -119,13 +115,7 @@ class PauseController:
         self._last_error: str | None = None
         self._last: dict = {}
 
-        # Non-file commands (filepos when they went out, line), kept for the whole print so that the
-        # shadow can be rebuilt from the start; bounded, see MAX_NOTES.
-        self._notes: list[tuple[int, str]] = []
-        self._notes_used = 0
-        self._notes_dropped = False
-        self._shadow: FileFollower | None = None
-        self._shadow_job: str | None = None
+        self._shadow = Shadow()
         self._deferred: list = []
 
         self._thread: threading.Thread | None = None
@@ -166,7 +156,7 @@ class PauseController:
 
     def on_queuing(self, comm, phase, cmd, cmd_type, gcode, subcode=None, tags=None, *args, **kwargs):
         if not self._armed:
-            if gcode in NOTED_GCODES and tags and "source:file" not in tags:
+            if tags and "source:file" not in tags and parse_line(cmd).command in NOTED_GCODES:
                 self._note(comm, cmd, tags)
             return None
         if not tags or "source:file" not in tags or TAG_RESEND in tags:
@@ -196,11 +186,7 @@ class PauseController:
             position = None
         if not position or position.get("origin") != "local":
             return
-        with self._lock:
-            if len(self._notes) >= MAX_NOTES:
-                self._notes_dropped = True
-                return
-            self._notes.append((int(position["pos"]), cmd))
+        self._shadow.note(int(position["pos"]), cmd)
 
     # ------------------------------------------------------------------ requests (any thread)
 
@@ -292,8 +278,8 @@ class PauseController:
             "position": None if state is None else {"x": state.x, "y": state.y, "z": state.z, "e": state.e},
             "snapshot": token.snapshot,
             "warnings": (list(token.plan.warnings) if token.plan else []) + token.warnings,
-            "heaters_off": token.heaters_off,
-            "heater_action_in": self._heater_action_in(token),
+            "heaters_off": bool(token.heaters and token.heaters.heaters_off),
+            "heater_action_in": token.heaters.action_in(time.time()) if token.heaters else None,
         }
 
     def _native_pause_pending(self) -> bool:
@@ -371,9 +357,10 @@ class PauseController:
                 return False
             self._holding = True  # claimed: the hook will not take a second count
         self._take_hold()
-        # That racing line is read and hooked within microseconds; let it land in token.saved before
-        # the file position is taken, or the snapshot would include a line that is still to be sent.
-        time.sleep(0.05)
+        # That racing line must land in token.saved before the file position is taken, or the snapshot
+        # would include a line that is still to be sent: wait until the reader is past it.
+        if not self._port.wait_for_reader(1.0):
+            self._log.warning("SafePause: OctoPrint's job reader stayed busy; the state may be a line ahead")
         return True
 
     def _do_pause(self, token: PauseToken) -> None:
@@ -394,7 +381,7 @@ class PauseController:
             self._finish(f"the print is no longer running ({self._port.state()}): nothing to pause")
             self._replay_deferred()
             return
-        token.held_at = time.time()
+        token.heaters = HeaterClock(held_at=time.time())
         values, profile, settings = self._current_settings()
         volume = Volume.from_profile(profile)
         token.state = self._state_at(token)
@@ -406,12 +393,11 @@ class PauseController:
             self._abort_pause(token, f"pause refused by the safety check: {checked.builtin[0]}")
             self._replay_deferred()
             return
-        if self._notes_dropped:
+        if self._shadow.dropped:
             token.warnings.append(
                 f"more than {MAX_NOTES} commands from outside the file during this print: "
                 "the tracked state may miss some of them"
             )
-        token.next_heater_check = 0.0
         if self._state == PAUSING:  # a cancel may already be waiting in the deferred requests
             try:
                 # The safe part (retract, lift, park) first: the user's template, however slow, comes after.
@@ -465,24 +451,15 @@ class PauseController:
 
     def _heater_tick(self, token: PauseToken | None) -> None:
         """The long-hold heater policy: acts when its next action is due."""
-        if token is None or token.held_at is None or token.next_heater_check is None:
-            return
-        held = time.time() - token.held_at
-        if held < token.next_heater_check:
+        now = time.time()
+        if token is None or token.heaters is None or not token.heaters.due(now):
             return
         _, _, settings = self._current_settings()
-        step = heater_policy(token.state, settings, held, token.heater_done, flavour=token.plan.flavour)
+        step = token.heaters.step(token.state, settings, token.plan.flavour, now)
         if step.lines and self._state == PAUSED:
             self._send(step.lines, TAG_PAUSE)
+            held = now - token.heaters.held_at
             self._log.info("SafePause heater policy after %.0f s of hold: %s", held, ", ".join(step.lines))
-        token.heater_done = step.done
-        token.heaters_off = token.heaters_off or step.heaters_off
-        token.next_heater_check = step.next_check
-
-    def _heater_action_in(self, token: PauseToken) -> float | None:
-        if token.held_at is None or token.next_heater_check is None:
-            return None
-        return max(0.0, token.next_heater_check - (time.time() - token.held_at))
 
     def _replay_deferred(self) -> None:
         deferred, self._deferred = self._deferred, []
@@ -526,7 +503,8 @@ class PauseController:
                 self._last_error = f"resume refused, the resume template failed: {error}"
             self._log.warning("SafePause: %s", self._last_error)
             return
-        wait = token.heaters_off or needs_reheat(token.state, self._port.temperatures())
+        heaters_off = bool(token.heaters and token.heaters.heaters_off)
+        wait = heaters_off or needs_reheat(token.state, self._port.temperatures())
         checked = check_resume(token.state, token.plan, volume, settings, wait_for_heat=wait, at_park=at_park)
         if checked.builtin:
             with self._lock:
@@ -584,7 +562,7 @@ class PauseController:
         if name == "PrintStarted":
             # Only the shadow: notes of the new print's start script may already be in, while the
             # previous print's notes were dropped when it ended.
-            self._drop_shadow()
+            self._shadow.drop()
             return
         token = self._token
         holding = self._state in (PAUSING, PAUSED, RESUMING)
@@ -593,13 +571,13 @@ class PauseController:
         elif name == "PrintDone" and holding and not self._holding:
             # the last line went out before the pause could take hold: nothing was held or cancelled
             self._finish("the print finished before the pause took effect")
-        elif name in ("PrintFailed", "PrintDone", "Disconnected", "Disconnecting", "Error", "Shutdown") and holding:
+        elif name in ("PrintFailed", "PrintDone", "Disconnected", "Disconnecting", "Error") and holding:
             self._log.warning("SafePause: %s during a hold, ending it", name)
             self._correct_recovery(token)
             with self._lock:
                 held = self._holding
                 token.saved = []
-                if name in ("Disconnecting", "Shutdown"):
+                if name == "Disconnecting":
                     # The connection still streams until it closes: releasing now would send file lines
                     # from the park position. The count goes with the connection (or the process).
                     self._holding = False
@@ -608,7 +586,7 @@ class PauseController:
             ended = "the hold ended" if held else "the pause ended before it held the print"
             self._finish(f"{ended} because of {name}")
         if name in ("PrintCancelled", "PrintFailed", "PrintDone", "Disconnected", "Error"):
-            self._reset_tracking()
+            self._shadow.reset()
 
     # ------------------------------------------------------------------ helpers
 
@@ -702,37 +680,17 @@ class PauseController:
     # ------------------------------------------------------------------ shadow tracking
 
     def _advance_shadow(self, job: JobInfo, end_pos: int) -> FileFollower:
-        shadow = self._shadow
-        if shadow is None or self._shadow_job != job.disk_path or shadow.pos > end_pos:
-            if shadow is not None:
-                shadow.close()
-            tracker = StateTracker(self._flavour(), tools=self._extruders())
-            shadow = self._shadow = FileFollower(job.disk_path, tracker)
-            self._shadow_job = job.disk_path
-            self._notes_used = 0
-        with self._lock:
-            start = self._notes_used
-            stop = start
-            while stop < len(self._notes) and self._notes[stop][0] <= end_pos:
-                stop += 1
-            notes = self._notes[start:stop]
-            self._notes_used = stop
-        shadow.advance(end_pos, notes)
-        return shadow
+        return self._shadow.advance(job.disk_path, end_pos, lambda: self._new_shadow(job))
 
-    def _reset_tracking(self) -> None:
-        with self._lock:
-            self._notes = []
-            self._notes_used = 0
-            self._notes_dropped = False
-        self._drop_shadow()
-
-    def _drop_shadow(self) -> None:
-        if self._shadow is not None:
-            self._shadow.close()
-        self._shadow = None
-        self._shadow_job = None
-        self._notes_used = 0
+    def _new_shadow(self, job: JobInfo):
+        """A tracker for the shadow, or (tracker, offset): a recovered print starts at an offset, and its
+        state there comes from the checkpoint index instead of a replay of the prefix on this thread."""
+        flavour, tools = self._flavour(), self._extruders()
+        if self._recovery is not None:
+            seeded = self._recovery.shadow_start(job.origin, job.path, flavour=flavour, tools=tools)
+            if seeded is not None:
+                return seeded
+        return StateTracker(flavour, tools=tools)
 
     def _catch_up_shadow(self) -> None:
         if self._port.state() != "printing":

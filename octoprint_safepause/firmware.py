@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from .gcode.state import FLAVOURS, KLIPPER, MARLIN, PRUSA, RRF
+
 # Checked in order: Prusa's firmware names itself "Prusa-Firmware" and is Marlin-based.
 _NAME_HINTS = (
-    ("prusa", "prusa"),
-    ("klipper", "klipper"),
-    ("reprapfirmware", "reprapfirmware"),
-    ("duet", "reprapfirmware"),
-    ("marlin", "marlin"),
+    ("prusa", PRUSA),
+    ("klipper", KLIPPER),
+    ("reprapfirmware", RRF),
+    ("duet", RRF),
+    ("marlin", MARLIN),
 )
 
 
@@ -21,7 +23,8 @@ def flavour_from_firmware_name(name: str | None) -> str | None:
 
 
 def choose_flavour(setting: str | None, detected: str | None) -> str:
-    """The setting wins unless it is "auto"; auto without a detected firmware falls back to Marlin 2."""
-    if setting and setting != "auto":
+    """The setting when it names a flavour; otherwise ("auto", or a value no flavour has) the detected
+    one, and without that Marlin 2. Always one of gcode.FLAVOURS."""
+    if setting in FLAVOURS:
         return setting
-    return detected or "marlin"
+    return detected if detected in FLAVOURS else MARLIN

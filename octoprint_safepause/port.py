@@ -47,6 +47,21 @@ class PrinterPort(Protocol):
     def profile(self) -> dict:
         """The current printer profile as a dict (volume, extruder count, heated bed...)."""
 
+    def wait_for_reader(self, timeout: float) -> bool:
+        """Return once OctoPrint's job reader is not between reading a file line and queuing it: a line
+        read before the hold was taken has then been through the queuing hook. False on timeout."""
+
+
+def wait_for_job_reader(comm, timeout: float) -> bool:
+    """MachineCom reads a file line and runs the queuing phase for it under its job lock (comm.py
+    `_send_from_job`), and reads nothing more once the job is held: the lock free means no line is in
+    between. Private to MachineCom, so used only here, behind the port."""
+    lock = getattr(comm, "_jobLock", None)
+    if lock is None or not lock.acquire(timeout=timeout):
+        return lock is None
+    lock.release()
+    return True
+
 
 _STATE_IDS = {
     "OFFLINE": "offline",
@@ -115,3 +130,6 @@ class OctoPrintPort:
 
     def profile(self):
         return self._profiles.get_current_or_default() or {}
+
+    def wait_for_reader(self, timeout):
+        return wait_for_job_reader(getattr(self._printer, "_comm", None), timeout)

@@ -31,13 +31,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from .gcode.fastscan import ScanResult
+from .gcode.state import KLIPPER, MARLIN, PRUSA, RRF
 from .safety import SafetyCheck
 from .sequences import (
     EPS,
-    KLIPPER,
-    MARLIN,
-    PRUSA,
-    RRF,
     MotionSettings,
     Park,
     Volume,

@@ -22,8 +22,10 @@ imports nothing from OctoPrint. What it relies on (octoprint 1.11, read in the s
   line ever goes out without its prelude.
 
 The state at the position comes from gcode/fastscan.py with a checkpoint index built when the print
-started (in the background, see ``on_event``); without one the first analysis of a large file is
-deferred to a background build (``status: "analysing"``).
+started (in the background, see ``on_event``; for the flavour and the profile's tool count, as the
+controller's shadow tracker has them); without one the first analysis of a large file is deferred to a
+background build (``status: "analysing"``). The same index seeds the controller's shadow tracker when
+the recovered print runs (``shadow_start``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .gcode import fastscan
+from .gcode import StateTracker, fastscan
 from .recovery import LAYER, POSITION, STARTS, TAG, RecoveryError, build_prelude, prelude_check, settings_from
 from .safety import Problem, plain_line_problem
 from .sequences import MotionSettings, Volume
@@ -114,6 +116,7 @@ class RecoveryService:
         self._building: set = set()
         self._cancel_builds = threading.Event()
         self._recovering = False
+        self._resumed: dict | None = None  # the print recover() started: origin, path, offset, fingerprint
         self._last_live = 0.0
         self._loaded = False
 
@@ -164,6 +167,13 @@ class RecoveryService:
         payload = payload or {}
         with self._lock:
             self._load()
+            resumed = self._resumed
+            if event in ("PrintDone", "PrintFailed", "PrintCancelled", "Disconnected", "Error") or (
+                event == "PrintStarted"
+                and resumed
+                and (payload.get("origin"), payload.get("path")) != (resumed["origin"], resumed["path"])
+            ):
+                self._resumed = None  # the recovered print ended, or another one started
             if event == "PrintStarted":
                 self._on_print_started(payload)
             elif event == "PrintDone":
@@ -188,7 +198,7 @@ class RecoveryService:
         except Exception as error:
             self._log.warning("SafePause: no fingerprint of %s: %s", path, error)
             return
-        flavour = self._flavour()
+        flavour, tools = self._flavour(), self._tools()
         jobs = self._data.setdefault("jobs", {})
         jobs.pop(_key(origin, path), None)
         jobs[_key(origin, path)] = {"fingerprint": fp, "flavour": flavour, "started": self._clock()}
@@ -196,7 +206,7 @@ class RecoveryService:
             jobs.pop(next(iter(jobs)))
         self._data["live"] = {"origin": origin, "path": path, "pos": 0, "date": self._clock()}
         self._last_live = 0.0
-        self._build_index(disk, fp, flavour)
+        self._build_index(disk, fp, flavour, tools)
 
     def note_progress(self, origin: str, path: str, pos: int | None) -> None:
         """The running print's file position, from whoever polls it (the controller, every second);
@@ -303,14 +313,24 @@ class RecoveryService:
 
     # ------------------------------------------------------------------ the index
 
-    def _index_path(self, disk: str, fp: dict, flavour: str) -> Path:
+    def _tools(self) -> int:
+        """How many tools OctoPrint lets through (it drops T<n> beyond the profile's extruders): the
+        tracker's `tools`, as the controller's shadow has it."""
+        try:
+            return Volume.from_profile(self._profile() or {}).extruders
+        except (TypeError, ValueError):
+            return 1  # as the controller does with a profile it cannot read
+
+    def _index_path(self, disk: str, fp: dict, flavour: str, tools: int) -> Path:
         digest = hashlib.sha1(
-            json.dumps([disk, fp, flavour, fastscan.code_version()], sort_keys=True).encode()
+            json.dumps([disk, fp, flavour, tools, fastscan.code_version()], sort_keys=True).encode()
         ).hexdigest()[:20]
         return self._dir / INDEX_DIR / f"{digest}.idx"
 
-    def _build_index(self, disk: str, fp: dict, flavour: str, done: Callable[[], None] | None = None) -> None:
-        target = self._index_path(disk, fp, flavour)
+    def _build_index(
+        self, disk: str, fp: dict, flavour: str, tools: int, done: Callable[[], None] | None = None
+    ) -> None:
+        target = self._index_path(disk, fp, flavour, tools)
         if target.exists() or str(target) in self._building:
             return
         self._building.add(str(target))
@@ -320,7 +340,12 @@ class RecoveryService:
         def work():
             try:
                 fastscan.build_index(
-                    disk, flavour, target, cancelled=self._cancel_builds.is_set, yield_every=0.0005
+                    disk,
+                    flavour,
+                    target,
+                    cancelled=self._cancel_builds.is_set,
+                    yield_every=0.0005,
+                    tools=tools,
                 )
             except Exception as error:  # the index only speeds things up; never fail a print for it
                 self._log.warning("SafePause: index of %s not built: %s", disk, error)
@@ -349,23 +374,30 @@ class RecoveryService:
                 with contextlib.suppress(OSError):
                     p.unlink()
 
-    def index_for(self, origin: str, path: str) -> str | None:
-        """The checkpoint index of a local file for the current flavour, if one was built: e.g. for the
-        controller to seed its shadow tracker (fastscan.tracker_at) when a recovered print starts."""
+    def shadow_start(
+        self, origin: str, path: str, *, flavour: str, tools: int
+    ) -> tuple[StateTracker, int] | None:
+        """Where the controller's shadow tracker of the running print starts, when recover() started it at
+        a byte offset: (a tracker with the state of the file before that offset, the offset). OctoPrint
+        reads on from the offset and counts its positions from there, so a follower must too. From the
+        checkpoint index built when the print first ran: milliseconds, where replaying the prefix costs
+        the controller thread ~6 s per 100 MB. None for any other print or a file that changed since
+        (then the shadow starts at the file start, as for every print). `flavour` and `tools`: the
+        shadow's own (StateTracker)."""
         with self._lock:
-            self._load()
-            job = (self._data.get("jobs") or {}).get(_key(origin, path))
-        if origin != "local" or not job:
+            resumed = self._resumed
+        if not resumed or (resumed["origin"], resumed["path"]) != (origin, path):
             return None
         try:
             disk = self._files.path_on_disk(origin, path)
-        except Exception:
+            if resumed["fingerprint"] is None or self._fingerprint(disk) != resumed["fingerprint"]:
+                return None
+            index = self._index_path(disk, resumed["fingerprint"], flavour, tools)
+            tracker = fastscan.tracker_at(disk, resumed["offset"], flavour, index=index, tools=tools)
+        except Exception as error:  # the shadow then replays the file; never fail the print for it
+            self._log.warning("SafePause: no shadow start for %s: %s", path, error)
             return None
-        index = self._index_path(disk, job["fingerprint"], self._flavour())
-        for candidate in (index, Path(str(index) + ".partial")):
-            if candidate.exists():
-                return str(index)
-        return None
+        return None if tracker is None else (tracker, resumed["offset"])
 
     # ------------------------------------------------------------------ what can be recovered
 
@@ -413,21 +445,32 @@ class RecoveryService:
 
     def _analyse(self, record: dict, disk: str, fp: dict, flavour: str):
         """(at_pos, at_layer) or None while a background index build is needed first."""
-        key = (record["origin"], record["path"], int(record["pos"]), fp["size"], fp["mtime_ns"], flavour)
+        tools = self._tools()
+        key = (
+            record["origin"],
+            record["path"],
+            int(record["pos"]),
+            fp["size"],
+            fp["mtime_ns"],
+            flavour,
+            tools,
+        )
         cached = self._analyses.get(key)
         if cached is not None:
             return cached
-        index = self._index_path(disk, fp, flavour)
-        usable = fastscan.index_info(index, disk, flavour)
+        index = self._index_path(disk, fp, flavour, tools)
+        usable = fastscan.index_info(index, disk, flavour, tools=tools)
         pos = int(record["pos"])
         if not (usable.valid and (usable.complete or usable.end >= pos - SYNC_SCAN_LIMIT)):
             if pos > SYNC_SCAN_LIMIT:
-                self._build_index(disk, fp, flavour)
+                self._build_index(disk, fp, flavour, tools)
                 return None
             index = None
-        at_pos = fastscan.scan(disk, pos, flavour, index=index)
+        at_pos = fastscan.scan(disk, pos, flavour, index=index, tools=tools)
         layer = at_pos.resume_layer_pos
-        at_layer = at_pos if layer == at_pos.end else fastscan.scan(disk, layer, flavour, index=index)
+        at_layer = (
+            at_pos if layer == at_pos.end else fastscan.scan(disk, layer, flavour, index=index, tools=tools)
+        )
         self._analyses = {key: (at_pos, at_layer)}
         return at_pos, at_layer
 
@@ -523,15 +566,6 @@ class RecoveryService:
             nozzle_z=nozzle_z,
         )
 
-    def wait_for_analysis(self, timeout: float = 60.0, poll: float = 0.05) -> dict | None:
-        """get_recovery() once the background analysis (if any) is done, or the last answer at timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            info = self.get_recovery()
-            if info is None or info.get("status") != "analysing" or time.monotonic() >= deadline:
-                return info
-            time.sleep(poll)
-
     def discard(self) -> bool:
         """Forget the recoverable print (and OctoPrint's data for it). Returns False if there was none."""
         with self._lock:
@@ -591,12 +625,27 @@ class RecoveryService:
             # the built prelude passes by construction (tests/unit/test_recovery.py): this is the user's
             raise RecoveryRefused(f"prelude refused by the safety check: {refused[0]}", 400)
         self._check_script()
+        try:
+            fingerprint = self._fingerprint(self._files.path_on_disk(info["origin"], info["path"]))
+        except Exception:
+            fingerprint = None  # (checked a moment ago) then the shadow just starts at the file start
         with self._lock:
             if self._recovering:
                 raise RecoveryRefused("a recovery is already starting")
             self._recovering = True
+            # Set before the start: the print's first events may come before _start returns.
+            self._resumed = {
+                "origin": info["origin"],
+                "path": info["path"],
+                "offset": int(info["start"]),
+                "fingerprint": fingerprint,
+            }
         try:
             self._start(info["origin"], info["path"], int(info["start"]), lines)
+        except BaseException:
+            with self._lock:
+                self._resumed = None
+            raise
         finally:
             with self._lock:
                 self._recovering = False

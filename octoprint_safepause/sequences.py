@@ -17,11 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Union
 
+from .gcode.state import FLAVOURS, KLIPPER, MARLIN, PRUSA, RRF
+
 EPS = 1e-6
 GCODE_STATE_NAME = "SAFEPAUSE"  # Klipper SAVE/RESTORE_GCODE_STATE slot
-
-MARLIN, KLIPPER, RRF, PRUSA = "marlin", "klipper", "reprapfirmware", "prusa"
-FLAVOURS = (MARLIN, KLIPPER, RRF, PRUSA)
 
 # The firmware's stock idle timeout (s), restored at resume unless the settings name another value:
 # Marlin DEFAULT_STEPPER_TIMEOUT_SEC, Prusa DEFAULT_STEPPER_DEACTIVE_TIME, Klipper [idle_timeout]
@@ -356,17 +355,6 @@ def needs_reheat(state, temperatures: Mapping | None, tolerance: float = 5.0) ->
 
 
 # ------------------------------------------------------------------------------------------- sequences
-
-
-def safe_height(state, volume: Volume, settings: MotionSettings) -> float | None:
-    """Logical Z for XY travel: lift above the nozzle and clear everything printed, within the volume."""
-    if state.z is None:
-        return None
-    wanted = state.z + settings.lift
-    if state.max_z is not None:
-        wanted = max(wanted, state.max_z + settings.clearance)
-    top = volume.z_max - settings.top_margin - (_offset(state, "Z") or 0.0)
-    return max(state.z, min(wanted, top))
 
 
 def pause_sequence(

@@ -4,15 +4,21 @@ The files ship inside the repository, xz-compressed, in tests/gcode/ (2.6 MB ins
 unpacked on first use into tests/gcode/.unpacked/ (git-ignored), each checked against tests/gcode/SHA256SUMS.
 Nothing outside the repository is read, except the folder that SAFEPAUSE_EXTRA_GCODE names explicitly
 (more real files for the pure-core corpus tests, see README.md). Standard library only.
+
+What each bundled file was sliced for (firmware flavour, machine) is said here and only here: the tests,
+the integration rig, the benchmarks and the demo server take flavours and OctoPrint printer profiles
+from `flavour_for`, `profile_for` / `profile_id_for` and `printer_profiles`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import lzma
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,9 +26,64 @@ PACKED_DIR = REPO / "tests" / "gcode"
 UNPACKED_DIR = PACKED_DIR / ".unpacked"
 EXTRA_ENV = "SAFEPAUSE_EXTRA_GCODE"
 
-# Firmware flavour of each bundled file, from tests/gcode/README.md: 03 runs on Klipper, 04 ("reprap")
-# and 05 on RepRapFirmware, 11 is a Prusa MK3S (Prusa-Firmware), the rest are Marlin.
-FLAVOURS_BY_PREFIX = {"03": "klipper", "04": "reprapfirmware", "05": "reprapfirmware", "11": "prusa"}
+
+@dataclass(frozen=True)
+class Machine:
+    """A printer the bundled files were sliced for: what its OctoPrint printer profile says."""
+
+    name: str
+    x: tuple[float, float]  # reachable range in machine coordinates (mm)
+    y: tuple[float, float]
+    height: float
+    extruders: int = 1
+
+
+# The machines, by printer profile id. Volumes from each file's own `; bed_shape` and
+# `; max_print_height` (tests/unit/test_corpus_profiles.py checks them against the files); Cura's file 12
+# writes neither and runs on the Ender-3 of file 02.
+MACHINES = {
+    "corpus_210x210x205": Machine("Anycubic 210x210x205 (files 01, 09)", (0, 210), (0, 210), 205),
+    "corpus_ender3_220x220x250": Machine("Ender-3 220x220x250 (files 02, 12)", (0, 220), (0, 220), 250),
+    "corpus_voron_250x250x230": Machine("Voron 250x250x230 (file 03)", (0, 250), (0, 250), 230),
+    "corpus_200x200x200": Machine("RepRap 200x200x200 (file 04)", (0, 200), (0, 200), 200),
+    "corpus_toolchanger_300x300x300": Machine(
+        "Tool changer 300x300x300, 2 tools (file 05)", (0, 300), (0, 300), 300, extruders=2
+    ),
+    "corpus_120x120x60": Machine("Small 120x120x60 (files 07, 08)", (0, 120), (0, 120), 60),
+    # `; bed_shape = 0x-4,250x-4,250x210,0x210`: the MK3S reaches 4 mm in front of Y=0 (the purge line).
+    "corpus_mk3s_250x210x210": Machine(
+        "Prusa MK3S 250x210x210, reachable from Y=-4 (file 11)", (0, 250), (-4, 210), 210
+    ),
+}
+
+# What each bundled file (by its two-digit prefix) was sliced for: firmware flavour and machine, from
+# tests/gcode/README.md. 03 runs on Klipper, 04 ("reprap") and 05 on RepRapFirmware, 11 is a Prusa
+# MK3S (Prusa-Firmware), the rest are Marlin.
+BUNDLED = {
+    "01": ("marlin", "corpus_210x210x205"),
+    "02": ("marlin", "corpus_ender3_220x220x250"),
+    "03": ("klipper", "corpus_voron_250x250x230"),
+    "04": ("reprapfirmware", "corpus_200x200x200"),
+    "05": ("reprapfirmware", "corpus_toolchanger_300x300x300"),
+    "07": ("marlin", "corpus_120x120x60"),
+    "08": ("marlin", "corpus_120x120x60"),
+    "09": ("marlin", "corpus_210x210x205"),
+    "11": ("prusa", "corpus_mk3s_250x210x210"),
+    "12": ("marlin", "corpus_ender3_220x220x250"),
+}
+
+# OctoPrint 1.11's PrinterProfileManager.default: a profile file must carry every key.
+_PROFILE_BASE = {
+    "color": "default",
+    "heatedBed": True,
+    "heatedChamber": False,
+    "axes": {
+        "x": {"speed": 6000, "inverted": False},
+        "y": {"speed": 6000, "inverted": False},
+        "z": {"speed": 200, "inverted": False},
+        "e": {"speed": 300, "inverted": False},
+    },
+}
 
 
 class CorpusError(RuntimeError):
@@ -105,11 +166,78 @@ _SLICER_FLAVOURS = {"klipper": "klipper", "reprap": "reprapfirmware", "reprapfir
 _PRUSA_PRINTER = re.compile(rb"^;\s*printer_model\s*=\s*MK", re.MULTILINE)
 
 
+def _bundled(path) -> tuple[str, str] | None:
+    """(flavour, machine id) of a bundled file's name, else None."""
+    name = Path(path).name
+    if name[2:3] != "_" or name not in pinned_sums():
+        return None
+    if name[:2] not in BUNDLED:
+        raise CorpusError(f"{name} is bundled but not in scripts/corpus.py's BUNDLED table")
+    return BUNDLED[name[:2]]
+
+
+def printer_profile(identifier: str) -> dict:
+    """The complete OctoPrint printer profile of one of MACHINES."""
+    machine = MACHINES[identifier]
+    (x_min, x_max), (y_min, y_max) = machine.x, machine.y
+    # OctoPrint's bed runs from the lower-left origin to width x depth; reach beyond it (in front of
+    # Y=0, say) only a custom box can say. The bed must end at the box's far edges: OctoPrint widens a
+    # custom box to the bed (a depth of 214 for the MK3S made its box end at Y=214, not 210).
+    box = {
+        "x_min": x_min,
+        "x_max": x_max,
+        "y_min": y_min,
+        "y_max": y_max,
+        "z_min": 0,
+        "z_max": machine.height,
+    }
+    plain = x_min == 0 and y_min == 0
+    return {
+        **json.loads(json.dumps(_PROFILE_BASE)),  # a deep copy: callers may change theirs
+        "id": identifier,
+        "name": machine.name,
+        "model": machine.name,
+        "volume": {
+            "width": x_max,
+            "depth": y_max,
+            "height": machine.height,
+            "formFactor": "rectangular",
+            "origin": "lowerleft",
+            "custom_box": False if plain else box,
+        },
+        "extruder": {
+            "count": machine.extruders,
+            "offsets": [[0.0, 0.0] for _ in range(machine.extruders)],
+            "nozzleDiameter": 0.4,
+            "sharedNozzle": False,
+            "defaultExtrusionLength": 5,
+        },
+    }
+
+
+def printer_profiles() -> dict[str, dict]:
+    """Every machine's complete OctoPrint printer profile, by id (for the demo server and the rig)."""
+    return {identifier: printer_profile(identifier) for identifier in MACHINES}
+
+
+def profile_id_for(path) -> str | None:
+    """The printer profile id of a bundled file ("07_marlin2_..." -> "corpus_120x120x60"), else None."""
+    bundled = _bundled(path)
+    return bundled[1] if bundled else None
+
+
+def profile_for(path) -> dict | None:
+    """The OctoPrint printer profile of a bundled file, else None."""
+    identifier = profile_id_for(path)
+    return printer_profile(identifier) if identifier else None
+
+
 def flavour_for(path) -> str:
     """The firmware flavour of a corpus file: the table for bundled names, else what the slicer wrote."""
     path = Path(path)
-    if path.name[2:3] == "_" and path.name in pinned_sums():
-        return FLAVOURS_BY_PREFIX.get(path.name[:2], "marlin")
+    bundled = _bundled(path)
+    if bundled:
+        return bundled[0]
     if not path.is_file():
         return "marlin"
     size = path.stat().st_size

@@ -2,8 +2,9 @@
 """A throw-away, offline OctoPrint server with the virtual printer, for the demo and the e2e tests.
 
 Runs `octoprint serve` from a temporary base directory seeded with the project's offline test config,
-two users with fixed API keys (set before the first start: OctoPrint does not re-read users.yaml), one
-printer profile per build volume of the repository's slicer files (tests/gcode), and optionally those files.
+two users with fixed API keys (set before the first start: OctoPrint does not re-read users.yaml), the
+printer profile of every machine the repository's slicer files were made for (scripts/corpus.py), and
+optionally those files.
 
     with Sandbox(files=[gcode]) as sb:               # started, /api/version answers
         sb.connect(profile="corpus_210x210x205")     # VIRTUAL, waits for Operational
@@ -53,70 +54,6 @@ def test_config_path() -> Path:
     return REPO / "scripts" / "octoprint-test-config.yaml"
 
 
-# ---------------------------------------------------------------------------------------------------------
-# printer profiles: one per build volume in tests/gcode/README.md
-
-_PROFILE_BASE = {  # OctoPrint 1.11's PrinterProfileManager.default; profile files must carry every key
-    "color": "default",
-    "volume": {"formFactor": "rectangular", "origin": "lowerleft", "custom_box": False},
-    "heatedBed": True,
-    "heatedChamber": False,
-    "extruder": {
-        "count": 1,
-        "offsets": [[0.0, 0.0]],
-        "nozzleDiameter": 0.4,
-        "sharedNozzle": False,
-        "defaultExtrusionLength": 5,
-    },
-    "axes": {
-        "x": {"speed": 6000, "inverted": False},
-        "y": {"speed": 6000, "inverted": False},
-        "z": {"speed": 200, "inverted": False},
-        "e": {"speed": 300, "inverted": False},
-    },
-}
-
-# id: (name, width, depth, height, overrides)
-_PROFILES = {
-    "corpus_210x210x205": ("Anycubic 210x210x205 (files 01, 09)", 210, 210, 205, {}),
-    "corpus_ender3_220x220x250": ("Ender-3 220x220x250 (files 02, 12)", 220, 220, 250, {}),
-    "corpus_voron_250x250x230": ("Voron 250x250x230 (file 03)", 250, 250, 230, {}),
-    "corpus_200x200x200": ("RepRap 200x200x200 (file 04)", 200, 200, 200, {}),
-    "corpus_toolchanger_300x300x300": (
-        "Tool changer 300x300x300, 2 tools (file 05)",
-        300,
-        300,
-        300,
-        {"extruder": {"count": 2, "offsets": [[0.0, 0.0], [0.0, 0.0]]}},
-    ),
-    "corpus_120x120x60": ("Small 120x120x60 (files 07, 08)", 120, 120, 60, {}),
-    "corpus_mk3s_250x214x210": (
-        "Prusa MK3S 250x214x210, bed from Y=-4 (file 11)",
-        250,
-        214,
-        210,
-        {
-            "volume": {
-                "custom_box": {"x_min": 0, "x_max": 250, "y_min": -4, "y_max": 210, "z_min": 0, "z_max": 210}
-            }
-        },
-    ),
-}
-
-_GCODE_PROFILES = {
-    "01": "corpus_210x210x205",
-    "02": "corpus_ender3_220x220x250",
-    "03": "corpus_voron_250x250x230",
-    "04": "corpus_200x200x200",
-    "05": "corpus_toolchanger_300x300x300",
-    "07": "corpus_120x120x60",
-    "08": "corpus_120x120x60",
-    "09": "corpus_210x210x205",
-    "11": "corpus_mk3s_250x214x210",
-    "12": "corpus_ender3_220x220x250",
-}
-
-
 def _merge(base: dict, extra: dict) -> dict:
     result = dict(base)
     for key, value in extra.items():
@@ -126,28 +63,6 @@ def _merge(base: dict, extra: dict) -> dict:
             else value
         )
     return result
-
-
-def printer_profiles() -> dict:
-    """Complete OctoPrint printer profiles, by id."""
-    profiles = {}
-    for identifier, (name, width, depth, height, overrides) in _PROFILES.items():
-        profile = _merge(
-            _PROFILE_BASE,
-            {
-                "id": identifier,
-                "name": name,
-                "model": name,
-                "volume": {"width": width, "depth": depth, "height": height},
-            },
-        )
-        profiles[identifier] = _merge(profile, overrides)
-    return profiles
-
-
-def profile_for_gcode(filename: str) -> str | None:
-    """Profile id for a corpus file name ("07_marlin2_..." -> "corpus_120x120x60"), else None."""
-    return _GCODE_PROFILES.get(Path(filename).name[:2]) if Path(filename).name[2:3] == "_" else None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -232,7 +147,7 @@ class Sandbox:
             config.write_text(yaml.safe_dump(_merge(data, self.extra_config), sort_keys=False))
         profiles = self.basedir / "printerProfiles"
         profiles.mkdir(exist_ok=True)
-        for identifier, profile in printer_profiles().items():
+        for identifier, profile in corpus.printer_profiles().items():  # one per corpus machine
             (profiles / f"{identifier}.profile").write_text(json.dumps(profile, indent=2))  # JSON is YAML
         uploads = self.basedir / "uploads"
         uploads.mkdir(exist_ok=True)
@@ -424,7 +339,10 @@ def main(argv=None):
     parser.add_argument("--octoprint", help="path of the octoprint executable (default: next to this python)")
     parser.add_argument("--no-files", action="store_true", help="do not add the corpus G-code files")
     parser.add_argument(
-        "--profile", default="corpus_ender3_220x220x250", help="printer profile to connect with"
+        "--profile",
+        default="corpus_ender3_220x220x250",
+        choices=sorted(corpus.MACHINES),
+        help="printer profile to connect with",
     )
     args = parser.parse_args(argv)
 

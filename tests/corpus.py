@@ -7,7 +7,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from corpus import extra_gcode_files, flavour_for, gcode_dir, gcode_files, pinned_sums  # noqa: E402
+import corpus as scripts_corpus  # noqa: E402  (the module itself, for its tables)
+from corpus import (  # noqa: E402
+    extra_gcode_files,
+    flavour_for,
+    gcode_dir,
+    gcode_files,
+    pinned_sums,
+    profile_for,
+)
 
 GCODE_DIR = gcode_dir()
 
@@ -17,4 +25,18 @@ def corpus_files():
     return [(path, flavour_for(path)) for path in [*gcode_files(), *extra_gcode_files()]]
 
 
-__all__ = ["GCODE_DIR", "corpus_files", "flavour_for", "gcode_files", "pinned_sums"]
+def bundled():
+    """{file name: (flavour, OctoPrint printer profile)} of every bundled file (scripts/corpus.py)."""
+    return {path.name: (flavour_for(path), profile_for(path)) for path in gcode_files()}
+
+
+__all__ = [
+    "GCODE_DIR",
+    "scripts_corpus",
+    "bundled",
+    "corpus_files",
+    "flavour_for",
+    "gcode_files",
+    "pinned_sums",
+    "profile_for",
+]

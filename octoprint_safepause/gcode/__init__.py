@@ -5,6 +5,15 @@ Nothing here imports OctoPrint, so it runs (and is tested) without it.
 
 from .line import ParsedLine, parse_line
 from .replay import replay_file
-from .state import FLAVOURS, PrinterState, StateTracker
+from .state import FLAVOURS, MODELLED_COMMANDS, PrinterState, StateTracker, modelled_commands
 
-__all__ = ["FLAVOURS", "ParsedLine", "PrinterState", "StateTracker", "parse_line", "replay_file"]
+__all__ = [
+    "FLAVOURS",
+    "MODELLED_COMMANDS",
+    "ParsedLine",
+    "PrinterState",
+    "StateTracker",
+    "modelled_commands",
+    "parse_line",
+    "replay_file",
+]

@@ -47,7 +47,6 @@ __all__ = [
     "fingerprint",
     "index_info",
     "scan",
-    "state_at",
     "tracker_at",
 ]
 
@@ -282,11 +281,12 @@ class IndexInfo:
     reason: str | None  # why the index cannot be used for this file and flavour
 
 
-def _header(path, flavour: str, every: int) -> dict:
+def _header(path, flavour: str, every: int, tools: int | None) -> dict:
     return {
         "safepause_index": INDEX_FORMAT,
         "code": code_version(),
         "flavour": flavour,
+        "tools": tools,
         "every": every,
         "file": fingerprint(path),
     }
@@ -300,20 +300,22 @@ def build_index(
     *,
     cancelled: Callable[[], bool] | None = None,
     yield_every: float | None = None,
+    tools: int | None = None,
 ) -> IndexInfo:
     """Feed the whole file once and write a checkpoint every `every` bytes to `out` (JSON lines).
 
     The checkpoints go to ``out + ".partial"`` as they are made (a build cut short by a crash is still
     usable up to its last whole line) and the file is renamed to `out` when complete. `cancelled` is
     polled between chunks; `yield_every` (s) sleeps that long between chunks so that a build on a
-    thread of a busy process gives the other threads the interpreter lock.
+    thread of a busy process gives the other threads the interpreter lock. `tools`: the tracker's (how
+    many tools the host lets through); a lookup must ask for the same.
     """
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown firmware flavour {flavour!r}")
     out = str(out)
     partial = out + ".partial"
-    header = _header(path, flavour, every)
-    t = StateTracker(flavour)
+    header = _header(path, flavour, every, tools)
+    t = StateTracker(flavour, tools=tools)
     extras = _Extras()
     walker = _Walker(t, extras)
     count = 0
@@ -354,7 +356,7 @@ def _open_index(index) -> tuple[str, object] | None:
     return None
 
 
-def _read_index(index, path, flavour: str, pos: int | None, keep: int = 2):
+def _read_index(index, path, flavour: str, tools: int | None, pos: int | None, keep: int = 2):
     """(info, [(pos, offset, raw checkpoint)] of the last `keep` checkpoints at or before pos). With pos
     None the whole index is read (for the info only)."""
     opened = _open_index(index)
@@ -373,6 +375,8 @@ def _read_index(index, path, flavour: str, pos: int | None, keep: int = 2):
             reason = "index written by another version of the tracker"
         elif header.get("flavour") != flavour:
             reason = f"index built for {header.get('flavour')}, not {flavour}"
+        elif header.get("tools") != tools:
+            reason = f"index built for {header.get('tools')} tools, not {tools}"
         else:
             try:
                 if header.get("file") != fingerprint(path):
@@ -405,9 +409,9 @@ def _read_index(index, path, flavour: str, pos: int | None, keep: int = 2):
         return IndexInfo(name, complete, count, last, True, None), list(best)
 
 
-def index_info(index, path, flavour: str) -> IndexInfo:
-    """Whether `index` can serve `path` with `flavour`, and how far it reaches."""
-    info, _ = _read_index(index, path, flavour, None)
+def index_info(index, path, flavour: str, *, tools: int | None = None) -> IndexInfo:
+    """Whether `index` can serve `path` with `flavour` (and `tools`), and how far it reaches."""
+    info, _ = _read_index(index, path, flavour, tools, None)
     return info
 
 
@@ -480,12 +484,12 @@ def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _candidates(path, pos: int, flavour: str, index, keep: int):
+def _candidates(path, pos: int, flavour: str, tools: int | None, index, keep: int):
     """[(pos, offset, checkpoint record)] usable for pos, latest first, and why an index was not used."""
     reason = None
     candidates = []
     if index is not None:
-        info, best = _read_index(index, path, flavour, pos, keep)
+        info, best = _read_index(index, path, flavour, tools, pos, keep)
         reason = info.reason
         for end, off, raw in reversed(best):
             try:
@@ -529,17 +533,17 @@ def _next_deposit(fh, start_off: int, tracker: StateTracker) -> float | None:
     return None
 
 
-def _scan(path, pos: int, flavour: str, index, lookahead: bool):
+def _scan(path, pos: int, flavour: str, index, lookahead: bool, tools: int | None):
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown firmware flavour {flavour!r}")
     pos = int(pos)
     size = os.path.getsize(path)
-    candidates, reason = _candidates(path, pos, flavour, index, keep=3)
+    candidates, reason = _candidates(path, pos, flavour, tools, index, keep=3)
     candidates.append((0, 0, None))
     with open(path, "rb") as fh:
         for start, start_off, record in candidates:
             if record is None:
-                t, extras = StateTracker(flavour), _Extras()
+                t, extras = StateTracker(flavour, tools=tools), _Extras()
             else:
                 t = StateTracker.restore(record["t"])
                 extras = _Extras.restore(record["x"])
@@ -588,22 +592,40 @@ def _scan(path, pos: int, flavour: str, index, lookahead: bool):
     return result, t
 
 
-def scan(path, pos: int, flavour: str = "marlin", index=None, *, lookahead: bool = True) -> ScanResult:
+def scan(
+    path, pos: int, flavour: str = "marlin", index=None, *, lookahead: bool = True, tools: int | None = None
+) -> ScanResult:
     """The state after every line of `path` that ends at or before `pos`, and the recovery facts.
 
-    `index`: a file written by build_index for this file and flavour (or its ``.partial``); one that does
-    not match (another file, flavour or tracker version) is ignored and ``index_reason`` says why.
+    `index`: a file written by build_index for this file, flavour and `tools` (or its ``.partial``); one
+    that does not match (another file, flavour, tool count or tracker version) is ignored and
+    ``index_reason`` says why. `tools`: see StateTracker (None: every T counts).
     """
-    return _scan(path, pos, flavour, index, lookahead)[0]
+    return _scan(path, pos, flavour, index, lookahead, tools)[0]
 
 
-def state_at(path, pos: int, flavour: str = "marlin", index=None) -> PrinterState:
-    """``replay_file(path, pos, flavour).state``, from the index when there is one."""
-    return _scan(path, pos, flavour, index, False)[0].state
-
-
-def tracker_at(path, pos: int, flavour: str = "marlin", index=None) -> tuple[StateTracker, int, int]:
-    """A live tracker after the lines ending at or before `pos`, the position it stopped at and that
-    position's byte offset: e.g. to seed a follower that goes on with the print from there."""
-    result, tracker = _scan(path, pos, flavour, index, False)
-    return tracker, result.end, result.end_offset
+def tracker_at(
+    path, offset: int, flavour: str = "marlin", index=None, *, tools: int | None = None
+) -> StateTracker | None:
+    """A live tracker after every line of `path` that ends at or before the byte `offset`, to go on with
+    the lines from there: e.g. the state of a print that OctoPrint starts at that offset (a recovery),
+    whose positions it counts from the offset. None when `offset` is not where a line starts."""
+    offset = int(offset)
+    # `scan` counts positions as OctoPrint's reader from the file start, where a byte that is not UTF-8
+    # counts 3: never less than the offset, so the lines up to `offset` in bytes are fed here or below.
+    result, tracker = _scan(path, offset, flavour, index, False, tools)
+    if result.end_offset == offset:
+        return tracker
+    want = offset - result.end_offset
+    if want < 0:
+        return None  # inside the byte order mark
+    with open(path, "rb") as fh:
+        fh.seek(result.end_offset)
+        rest = fh.read(want + 1)
+    rest, after = rest[:want], rest[want:]
+    if len(rest) != want:
+        return None  # beyond the end of the file
+    if not (after == b"" or rest.endswith(b"\n") or (rest.endswith(b"\r") and after != b"\n")):
+        return None  # inside a line (between the two bytes of a CRLF, too)
+    tracker.feed_many(_lines(rest)[0])  # the texts the scan would have fed (undecodable bytes replaced)
+    return tracker

@@ -12,12 +12,20 @@ from collections.abc import Iterable
 
 
 class FileFollower:
-    def __init__(self, path: str, tracker):
+    """`start`: the byte offset to read from, for a print OctoPrint started there (a recovery): its reader
+    seeks to the offset and counts positions from it, and so does this. The tracker must already hold
+    the state of the lines before it (fastscan.tracker_at)."""
+
+    def __init__(self, path: str, tracker, start: int = 0):
         self.tracker = tracker
         with open(path, "rb") as raw:
             head = raw.read(len(codecs.BOM_UTF8))
         self._handle = open(path, encoding="utf-8-sig", errors="replace", newline="")  # noqa: SIM115 (kept open across calls)
-        self.pos = len(codecs.BOM_UTF8) if head == codecs.BOM_UTF8 else 0
+        if start > 0:
+            self._handle.seek(start)  # as OctoPrint's PrintingGcodeFileInformation.seek: no BOM skipped
+            self.pos = start
+        else:
+            self.pos = len(codecs.BOM_UTF8) if head == codecs.BOM_UTF8 else 0
         self._pending: tuple[str, int] | None = None  # read, but it ends beyond the last target
 
     def advance(self, end_pos: int, notes: Iterable[tuple[int, str]] = ()) -> int:

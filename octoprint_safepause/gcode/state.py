@@ -52,13 +52,15 @@ from typing import Any, Callable
 
 from .line import ParsedLine, parse_line, read_number
 
-__all__ = ["FLAVOURS", "PrinterState", "StateTracker"]
+__all__ = ["FLAVOURS", "MODELLED_COMMANDS", "PrinterState", "StateTracker", "modelled_commands"]
 
-FLAVOURS = ("marlin", "klipper", "reprapfirmware", "prusa")
+MARLIN, KLIPPER, RRF, PRUSA = "marlin", "klipper", "reprapfirmware", "prusa"
+FLAVOURS = (MARLIN, KLIPPER, RRF, PRUSA)  # THE firmware flavours; everything else names them from here
 
 MAX_MACROS = 64
 MAX_SAVED_STATES = 16
-EXPORT_VERSION = 1  # of StateTracker.export(); bump when the tracker's internals change
+# Of StateTracker.export(): bump when a slot's meaning or codec changes (2: one key per slot, _SLOTS).
+EXPORT_VERSION = 2
 
 _NAN = float("nan")
 _NEG_INF = float("-inf")
@@ -143,6 +145,69 @@ _NEUTRAL_WORDS = frozenset(
 )  # fmt: skip
 
 
+def _pairs(d: Mapping) -> list:
+    return [[k, v] for k, v in d.items()]  # JSON objects only have string keys; tools are ints or None
+
+
+def _export_saved(saved: Mapping) -> dict:
+    return {
+        name: [rel, ebit, list(offs), list(khome), list(machine), e, f, ff, _pairs(flow)]
+        for name, (rel, ebit, offs, khome, machine, e, f, ff, flow) in saved.items()
+    }
+
+
+def _restore_saved(data: Mapping) -> dict:
+    return {
+        name: (
+            rel, ebit, tuple(float(v) for v in offs), [float(v) for v in khome],
+            tuple(float(v) for v in machine), float(e), float(f), float(ff), {k: float(v) for k, v in flow},
+        )
+        for name, (rel, ebit, offs, khome, machine, e, f, ff, flow) in data.items()
+    }  # fmt: skip
+
+
+def _same(v):
+    return v
+
+
+# (to JSON, from JSON) per kind of slot. Python's json keeps NaN and the infinities, so floats round-trip
+# exactly.
+_FLOAT = (_same, float)
+_INT = (_same, int)
+_BOOL = (_same, bool)
+_AS_IS = (_same, _same)  # str, None-or-bool, None-or-int
+_FLOAT_TUPLE = (list, lambda v: tuple(float(x) for x in v))
+_FLOAT_LIST = (list, lambda v: [float(x) for x in v])
+_FLOAT_MAP = (_pairs, lambda v: {k: float(x) for k, x in v})
+_BOOL_MAP = (_pairs, lambda v: {k: bool(x) for k, x in v})
+_NAMES = (sorted, set)
+_SAVED = (_export_saved, _restore_saved)
+# Not exported: REBUILT comes back equal from __init__ or restore() (the comment says from what),
+# TRANSIENT starts afresh (a memo or an observer: the tracker goes on alike without it).
+_REBUILT, _TRANSIENT = "rebuilt", "transient"
+
+# THE declaration of the tracker's state: StateTracker.__slots__ is made from it, and export() / restore()
+# carry exactly the slots that have a codec (a tuple). A new slot is one line here (restore() would otherwise
+# never see it; tests/unit/test_state.py round-trips every slot).
+_SLOTS: dict[str, tuple | str] = {
+    "flavour": _AS_IS, "lines": _INT, "unreadable": _INT,
+    "_x": _FLOAT, "_y": _FLOAT, "_z": _FLOAT, "_e": _FLOAT, "_f": _FLOAT,
+    "_fs": _TRANSIENT,  # the fast path's memo of the F word: None only makes the next F be read again
+    "_ox": _FLOAT, "_oy": _FLOAT, "_oz": _FLOAT, "_oe": _FLOAT,
+    "_rel": _AS_IS, "_ebit": _AS_IS, "_erel": _AS_IS, "_scale": _FLOAT,
+    "_mm": _REBUILT,  # from _scale and _fast (_set_scale)
+    "_fast": _BOOL,
+    "_retr": _FLOAT, "_retr_tools": _FLOAT_MAP, "_fwr": _BOOL, "_fwr_tools": _BOOL_MAP, "_uses_fwr": _BOOL,
+    "_maxz": _FLOAT, "_layerz": _FLOAT, "_tool": _AS_IS, "_homed": _NAMES, "_home": _FLOAT_TUPLE,
+    "_temps": _FLOAT_MAP, "_standby": _FLOAT_MAP, "_bed": _FLOAT, "_chamber": _FLOAT, "_fans": _FLOAT_MAP,
+    "_ffactor": _FLOAT, "_ffbackup": _FLOAT, "_flow": _FLOAT_MAP, "_macros": _NAMES, "_saved": _SAVED,
+    "_khome": _FLOAT_LIST,
+    "_handlers": _REBUILT,  # from flavour
+    "_watch": _TRANSIENT,  # an observer of one scan, not state
+    "_tools": _AS_IS,
+}  # fmt: skip
+
+
 class StateTracker:
     """Feeds raw G-code lines (``feed``), never raises, and builds ``state`` snapshots on demand.
 
@@ -151,15 +216,7 @@ class StateTracker:
     side, probe offsets, Z raise after homing) is not in the stream.
     """
 
-    __slots__ = (
-        "flavour", "lines", "unreadable",
-        "_x", "_y", "_z", "_e", "_f", "_fs", "_ox", "_oy", "_oz", "_oe",
-        "_rel", "_ebit", "_erel", "_scale", "_mm", "_fast",
-        "_retr", "_retr_tools", "_fwr", "_fwr_tools", "_uses_fwr",
-        "_maxz", "_layerz", "_tool", "_homed", "_home",
-        "_temps", "_standby", "_bed", "_chamber", "_fans",
-        "_ffactor", "_ffbackup", "_flow", "_macros", "_saved", "_khome", "_handlers", "_watch", "_tools",
-    )  # fmt: skip
+    __slots__ = tuple(_SLOTS)
 
     def __init__(
         self,
@@ -376,47 +433,11 @@ class StateTracker:
     def export(self) -> dict[str, Any]:
         """Everything the tracker knows, ready for Python's json (floats round-trip exactly, NaN and
         infinities included): ``StateTracker.restore(t.export())`` continues exactly like `t`."""
-
-        def pairs(d):
-            return [[k, v] for k, v in d.items()]
-
-        saved = {
-            name: [rel, ebit, list(offs), list(khome), list(machine), e, f, ff, pairs(flow)]
-            for name, (rel, ebit, offs, khome, machine, e, f, ff, flow) in self._saved.items()
-        }
-        return {
-            "v": EXPORT_VERSION,
-            "flavour": self.flavour,
-            "lines": self.lines,
-            "unreadable": self.unreadable,
-            "xyzef": [self._x, self._y, self._z, self._e, self._f],
-            "offsets": [self._ox, self._oy, self._oz, self._oe],
-            "modes": [self._rel, self._ebit, self._erel],
-            "scale": self._scale,
-            "fast": self._fast,
-            "retr": self._retr,
-            "retr_tools": pairs(self._retr_tools),
-            "fwr": self._fwr,
-            "fwr_tools": pairs(self._fwr_tools),
-            "uses_fwr": self._uses_fwr,
-            "maxz": self._maxz,
-            "layerz": self._layerz,
-            "tool": self._tool,
-            "homed": sorted(self._homed),
-            "home": list(self._home),
-            "temps": pairs(self._temps),
-            "standby": pairs(self._standby),
-            "bed": self._bed,
-            "chamber": self._chamber,
-            "fans": pairs(self._fans),
-            "ffactor": self._ffactor,
-            "ffbackup": self._ffbackup,
-            "flow": pairs(self._flow),
-            "macros": sorted(self._macros),
-            "saved": saved,
-            "khome": list(self._khome),
-            "tools": self._tools,
-        }
+        out: dict[str, Any] = {"v": EXPORT_VERSION}
+        for name, codec in _SLOTS.items():
+            if isinstance(codec, tuple):
+                out[name] = codec[0](getattr(self, name))
+        return out
 
     @classmethod
     def restore(cls, data: Mapping[str, Any]) -> StateTracker:
@@ -424,48 +445,11 @@ class StateTracker:
         data of another export version."""
         if data.get("v") != EXPORT_VERSION:
             raise ValueError(f"tracker export version {data.get('v')!r}, expected {EXPORT_VERSION}")
-        t = cls(data["flavour"], tools=data.get("tools"))
-        t.lines = int(data["lines"])
-        t.unreadable = int(data["unreadable"])
-        t._x, t._y, t._z, t._e, t._f = (float(v) for v in data["xyzef"])
-        t._ox, t._oy, t._oz, t._oe = (float(v) for v in data["offsets"])
-        t._rel, t._ebit, t._erel = data["modes"]
-        t._fast = bool(data["fast"])
-        t._set_scale(float(data["scale"]))
-        t._retr = float(data["retr"])
-        t._retr_tools = {k: float(v) for k, v in data["retr_tools"]}
-        t._fwr = bool(data["fwr"])
-        t._fwr_tools = {k: bool(v) for k, v in data["fwr_tools"]}
-        t._uses_fwr = bool(data["uses_fwr"])
-        t._maxz = float(data["maxz"])
-        t._layerz = float(data["layerz"])
-        t._tool = data["tool"]
-        t._homed = set(data["homed"])
-        t._home = tuple(float(v) for v in data["home"])
-        t._temps = {k: float(v) for k, v in data["temps"]}
-        t._standby = {k: float(v) for k, v in data["standby"]}
-        t._bed = float(data["bed"])
-        t._chamber = float(data["chamber"])
-        t._fans = {k: float(v) for k, v in data["fans"]}
-        t._ffactor = float(data["ffactor"])
-        t._ffbackup = float(data["ffbackup"])
-        t._flow = {k: float(v) for k, v in data["flow"]}
-        t._macros = set(data["macros"])
-        t._saved = {
-            name: (
-                rel,
-                ebit,
-                tuple(float(v) for v in offs),
-                [float(v) for v in khome],
-                tuple(float(v) for v in machine),
-                float(e),
-                float(f),
-                float(ff),
-                {k: float(v) for k, v in flow},
-            )
-            for name, (rel, ebit, offs, khome, machine, e, f, ff, flow) in data["saved"].items()
-        }
-        t._khome = [float(v) for v in data["khome"]]
+        t = cls(data["flavour"], tools=data["_tools"])  # checks the flavour, sets _handlers
+        for name, codec in _SLOTS.items():
+            if isinstance(codec, tuple):
+                setattr(t, name, codec[1](data[name]))
+        t._set_scale(t._scale)  # _mm
         return t
 
     # ------------------------------------------------------------------ helpers for the handlers
@@ -1236,4 +1220,23 @@ _RRF = dict(
     },
 )  # fmt: skip
 
-_HANDLERS = {"marlin": _MARLIN, "klipper": _KLIPPER, "reprapfirmware": _RRF, "prusa": _PRUSA}
+_HANDLERS = {MARLIN: _MARLIN, KLIPPER: _KLIPPER, RRF: _RRF, PRUSA: _PRUSA}
+
+# What the tracker acts on, from the tables above: a command with a handler that is not neutral, and the
+# probing words (the head ends up somewhere unknown). Spelled as parse_line names them: "G1", "G92.1",
+# "T" (any tool), "SET_GCODE_OFFSET". Anything else changes nothing but `lines` (and `macros`).
+_MODELLED = {
+    flavour: frozenset(c for c, handler in table.items() if handler is not _h_neutral) | _PROBE_WORDS
+    for flavour, table in _HANDLERS.items()
+}
+MODELLED_COMMANDS = frozenset().union(*_MODELLED.values())  # for any flavour
+
+
+def modelled_commands(flavour: str | None = None) -> frozenset[str]:
+    """The commands whose lines the tracker acts on for `flavour` (None: for any flavour), e.g. the
+    commands from outside a print file that a caller must feed it to stay exact."""
+    if flavour is None:
+        return MODELLED_COMMANDS
+    if flavour not in _MODELLED:
+        raise ValueError(f"unknown firmware flavour {flavour!r}: expected one of {', '.join(FLAVOURS)}")
+    return _MODELLED[flavour]

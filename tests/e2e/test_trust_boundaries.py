@@ -143,7 +143,12 @@ def test_a_custom_prelude_needs_control_and_passes_the_safety_check(sp_server):
             continue  # what the terminal may send anyway
         status, reply = sp_server.command("recover", position_kept=False, prelude=rec["prelude"][:3] + [line])
         assert status == 400 and "line 4" in reply["error"], (line, status, reply)
+    # the whole attack: what is not one plain command is named first (checked before any state is
+    # needed), then the first line the motion check refuses
     status, reply = sp_server.command("recover", position_kept=False, prelude=ATTACK_PRELUDE)
+    assert status == 400 and "line 8 'M117 a\\x00b'" in reply["error"] and "control character" in reply["error"], reply
+    plain = [line for line in ATTACK_PRELUDE if line.isprintable() and not line.startswith("@")]
+    status, reply = sp_server.command("recover", position_kept=False, prelude=plain)
     assert status == 400 and "line 1 'G28'" in reply["error"] and "homes Z onto the print" in reply["error"], reply
     assert [cmd for _, cmd in sp_server.sends(mark)] == [], "a refused prelude sent something"
     assert get_recovery(sp_server) is not None, "a refused prelude lost the recovery"

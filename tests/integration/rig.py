@@ -49,26 +49,14 @@ from octoprint.util import comm as comm_module
 from octoprint.util import dict_merge
 from octoprint.util.comm import MachineCom, MachineComPrintCallback, PrintingGcodeFileInformation
 
+from octoprint_safepause.port import JobInfo, state_from_id, wait_for_job_reader
+
 REPO = Path(__file__).resolve().parents[2]
-
-try:
-    from octoprint_safepause.port import JobInfo, state_from_id
-except ImportError:
-    # port.py is self-contained; loading it alone keeps the rig (and test_rig) usable while another
-    # part of the package does not import. Normally the package import above is what runs.
-    import importlib.util
-
-    _spec = importlib.util.spec_from_file_location(
-        "_safepause_port", REPO / "octoprint_safepause" / "port.py"
-    )
-    _port = sys.modules["_safepause_port"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(_port)
-    JobInfo, state_from_id = _port.JobInfo, _port.state_from_id
-
 sys.path.insert(0, str(REPO / "scripts"))
-import sandbox  # noqa: E402  (scripts/ is not a package; it owns the config lookup and corpus profiles)
+import corpus  # noqa: E402  (scripts/ is not a package; the corpus, its flavours and printer profiles)
+import sandbox  # noqa: E402  (the offline config)
 
-CORPUS_GCODE = sandbox.corpus.gcode_dir()
+CORPUS_GCODE = corpus.gcode_dir()
 
 log = logging.getLogger("safepause.rig")
 
@@ -538,7 +526,7 @@ class Rig:
         )
         self.plugin_manager.get_hooks = self._get_hooks
         self.profiles = PrinterProfileManager()
-        for profile in sandbox.printer_profiles().values():  # one per build volume of the corpus files
+        for profile in corpus.printer_profiles().values():  # one per machine of the corpus files
             self.profiles.save(profile, allow_overwrite=True)
         self._vp_settings = octoprint.plugin.plugin_settings(
             "virtual_printer", defaults=VirtualPrinterPlugin().get_settings_defaults()
@@ -843,7 +831,7 @@ class Rig:
         `use_profile`, default: the corpus profile matching the file's name, else OctoPrint's default."""
         path = Path(path).resolve()
         if profile is None:
-            profile = sandbox.profile_for_gcode(path.name)
+            profile = corpus.profile_id_for(path.name)
         if profile is not None:
             self.use_profile(profile)
         tools = self.profiles.get_current_or_default()["extruder"]["count"]
@@ -1002,6 +990,9 @@ class ComPort:
         position = comm.getFilePosition() if comm is not None else None
         return position["pos"] if position else None
 
+    def wait_for_reader(self, timeout):
+        return wait_for_job_reader(self._rig.comm, timeout)
+
 
 def make_profile(identifier: str, width: float, depth: float, height: float, **overrides) -> dict:
     """A full printer profile: OctoPrint's defaults, the build volume, then `overrides` (deep-merged),
@@ -1017,11 +1008,8 @@ def make_profile(identifier: str, width: float, depth: float, height: float, **o
 # a real PauseController wired to the rig (like the plugin's initialize(); for the controller tests)
 
 def flavour_for_gcode(filename: str) -> str:
-    """The firmware flavour of a corpus file (scripts/corpus.py, from tests/gcode/README.md)."""
-    sys.path.insert(0, str(REPO))
-    from tests.corpus import flavour_for
-
-    return flavour_for(filename)
+    """The firmware flavour of a corpus file (scripts/corpus.py)."""
+    return corpus.flavour_for(filename)
 
 
 def plugin_settings(**overrides) -> dict:

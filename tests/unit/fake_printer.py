@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import threading
 
+from octoprint.util.comm import gcode_and_subcode_for_cmd  # what OctoPrint passes the hook as `gcode`
+
 from octoprint_safepause.port import JobInfo
 
 
@@ -59,7 +61,7 @@ class FakeComm:
                     self.done = True
                     break
                 tags = {"source:file", f"filepos:{self.pos}", f"fileline:{self.fileline}"}
-                gcode = line.split()[0].upper() if line.split() else None
+                gcode, _subcode = gcode_and_subcode_for_cmd(line)
                 result = self.controller.on_queuing(self, "queuing", line, None, gcode, tags=tags)
                 if result is None:
                     self.wire.append((line, tags))
@@ -79,7 +81,7 @@ class FakeComm:
 
     def command(self, line: str, tags: set) -> None:
         """A non-file command (terminal, jog) as OctoPrint queues it."""
-        gcode = line.split()[0].upper()
+        gcode, _subcode = gcode_and_subcode_for_cmd(line)  # None for Klipper's extended commands, as OctoPrint
         if self.controller.on_queuing(self, "queuing", line, None, gcode, tags=tags) is None:
             self.wire.append((line, tags))
 
@@ -123,3 +125,6 @@ class FakePort:
 
     def profile(self):
         return self._profile
+
+    def wait_for_reader(self, timeout):
+        return True  # FakeComm reads and hooks a line in one call on the caller's thread

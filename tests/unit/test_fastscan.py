@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from octoprint_safepause.gcode import FLAVOURS, StateTracker, fastscan, replay_file
-from octoprint_safepause.gcode.fastscan import build_index, index_info, scan, state_at, tracker_at
+from octoprint_safepause.gcode.fastscan import build_index, index_info, scan, tracker_at
+from octoprint_safepause.gcode.follower import FileFollower
 
 from .independent_model import corpus_files
 from .test_replay import octoprint_lines
@@ -166,8 +167,8 @@ def test_edge_files_every_position(tmp_path, name, flavour):
     positions = list(range(size + 2))
     want = reference_states(path, positions, flavour)
     for pos in positions:
-        assert state_at(path, pos, flavour, index=index) == want[pos], (name, pos)
-        assert state_at(path, pos, flavour) == want[pos], (name, pos)
+        assert scan(path, pos, flavour, index=index, lookahead=False).state == want[pos], (name, pos)
+        assert scan(path, pos, flavour, lookahead=False).state == want[pos], (name, pos)
 
 
 # ------------------------------------------------------------------------------------------ the index
@@ -248,20 +249,106 @@ def test_build_can_be_cancelled_and_yields(tmp_path):
     assert done.complete and not Path(str(tmp_path / "d.idx") + ".partial").exists()
 
 
-def test_tracker_at_continues_like_a_full_replay(tmp_path):
-    path, flavour = _corpus_file("03")
+def _recovered_follower(path, offset, flavour, tools=None, index=None):
+    """The shadow of a print OctoPrint started at `offset`: seeded from the index, reading on from there."""
+    tracker = tracker_at(path, offset, flavour, index=index, tools=tools)
+    return None if tracker is None else FileFollower(str(path), tracker, start=offset)
+
+
+def _octoprint_from(path, offset):
+    """(line, OctoPrint's position after it) for a print started at byte `offset`, as its reader does."""
+    from octoprint.util.comm import PrintingGcodeFileInformation
+
+    reader = PrintingGcodeFileInformation(str(path))
+    reader.start()
+    if offset:
+        reader.seek(offset)
+    out = []
+    while True:
+        line, pos, _ = reader.getNext()
+        if line is None:
+            reader.close()
+            return out
+        out.append((line, pos))
+
+
+@pytest.mark.parametrize("prefix,tools", [("03", None), ("05", 1), ("11", None)])
+def test_a_seeded_follower_goes_on_like_a_full_replay(tmp_path, prefix, tools):
+    path, flavour = _corpus_file(prefix)
     index = tmp_path / "t.idx"
-    build_index(path, flavour, index)
-    size = path.stat().st_size
-    t, end, offset = tracker_at(path, size // 3, flavour, index=index)
-    assert end == offset  # the file is UTF-8: both counts agree
-    with open(path, "rb") as fh:
-        fh.seek(end)
-        rest = fh.read(200_000).decode("utf-8")
-    fed = rest[: rest.rfind("\n") + 1]
-    for line in fed.splitlines():
-        t.feed(line)
-    assert t.state == replay_file(path, end + len(fed.encode()), flavour).state
+    build_index(path, flavour, index, tools=tools)
+    ends = [end for _, end in octoprint_lines(path)]
+    rng = random.Random(f"{SEED}:{prefix}")
+    for offset in sorted(rng.sample(ends[:-200], 4)):
+        follower = _recovered_follower(path, offset, flavour, tools, index)
+        want = StateTracker(flavour, tools=tools)
+        want.feed_many(line for line, end in octoprint_lines(path) if end <= offset)
+        assert follower.tracker.state == want.state
+        lines = _octoprint_from(path, offset)[:150]
+        for _, pos in lines[::7]:  # OctoPrint's positions, counted from the offset
+            assert follower.advance(pos - 1) < pos  # the line ending at pos is not fed yet
+            assert follower.advance(pos) == pos
+        # (OctoPrint's reader skips comment and blank lines; the follower feeds them, as replays do)
+        want.feed_many(line for line, end in octoprint_lines(path) if offset < end <= follower.pos)
+        assert follower.tracker.state == want.state
+        follower.close()
+
+
+def test_seeding_after_bytes_that_are_not_utf8_and_a_bom(tmp_path):
+    """OctoPrint counts a replaced byte as 3 from the file start, but a recovered print counts from the
+    byte offset: the seed is the state at that byte, and the follower counts like the recovered print."""
+    body = b"G28\nG90\nM83\nM104 S200\nG1 Z0.2 F600\n; \xe9t\xe9 caf\xe9\n"
+    body += b"".join(b"G1 X%d Y10 E0.1\nM106 S%d\n" % (10 + i, i) for i in range(60))
+    path = tmp_path / "latin.gcode"
+    path.write_bytes(codecs.BOM_UTF8 + body)
+    index = tmp_path / "l.idx"
+    build_index(path, "marlin", index, every=64)
+    starts = [3 + body.index(b"G1 X30 "), 3 + body.index(b"M106 S55")]
+    for offset in starts:
+        for idx in (index, None):
+            follower = _recovered_follower(path, offset, "marlin", index=idx)
+            fed = codecs.BOM_UTF8 + body[: offset - 3]
+            assert follower.tracker.state == replay_file(_write_bytes(tmp_path, fed), 1 << 40, "marlin").state
+            lines = _octoprint_from(path, offset)
+            end = lines[5][1]
+            assert follower.advance(end) == end
+            want = StateTracker.restore(tracker_at(path, offset, "marlin").export())
+            want.feed_many(line for line, _ in lines[:6])
+            assert follower.tracker.state == want.state
+            follower.close()
+    mid = 3 + body.index(b"G1 X30 ") + 2
+    assert tracker_at(path, mid, "marlin", index=index) is None  # inside a line
+    assert tracker_at(path, len(body) + 10, "marlin", index=index) is None  # beyond the end
+    crlf = tmp_path / "crlf.gcode"
+    crlf.write_bytes(b"G28\r\nG1 X1\r\n")
+    assert tracker_at(crlf, 4, "marlin") is None  # between the \r and the \n: inside the line
+    assert tracker_at(crlf, 5, "marlin").position()[0] is None
+    assert tracker_at(crlf, 12, "marlin").position()[0] == 1.0
+
+
+def _write_bytes(tmp_path, data):
+    out = tmp_path / "prefix.gcode"
+    out.write_bytes(data)
+    return out
+
+
+def test_an_index_for_another_tool_count_is_not_used(tmp_path):
+    path, flavour = _corpus_file("05")  # T0/T1 every layer
+    index = tmp_path / "t.idx"
+    build_index(path, flavour, index, tools=1)
+    pos = path.stat().st_size // 2
+    one = scan(path, pos, flavour, index=index, tools=1)
+    assert one.checkpoint > 0 and one.state == replay_tools(path, pos, flavour, 1)
+    every = scan(path, pos, flavour, index=index)
+    assert every.checkpoint == 0 and "tools" in every.index_reason
+    assert every.state == replay_file(path, pos, flavour).state
+    assert index_info(index, path, flavour, tools=1).valid and not index_info(index, path, flavour).valid
+
+
+def replay_tools(path, pos, flavour, tools):
+    t = StateTracker(flavour, tools=tools)
+    t.feed_many(line for line, end in octoprint_lines(path) if end <= pos)
+    return t.state
 
 
 def test_export_restore_round_trips_through_json():

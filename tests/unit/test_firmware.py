@@ -1,4 +1,5 @@
-from octoprint_safepause.firmware import choose_flavour, flavour_from_firmware_name
+from octoprint_safepause.firmware import _NAME_HINTS, choose_flavour, flavour_from_firmware_name
+from octoprint_safepause.gcode import FLAVOURS
 
 
 def test_names_reported_by_real_firmwares():
@@ -14,3 +15,14 @@ def test_setting_wins_unless_auto():
     assert choose_flavour("klipper", "marlin") == "klipper"
     assert choose_flavour("auto", "prusa") == "prusa"
     assert choose_flavour("auto", None) == "marlin"
+
+
+def test_always_a_tracker_flavour():
+    # the one list of flavours is gcode.FLAVOURS: a stale or unknown value never leaves this module
+    assert choose_flavour("marlin1", None) == "marlin"
+    assert choose_flavour(None, "klipper") == "klipper"
+    assert choose_flavour("bogus", "smoothie") == "marlin"
+    for flavour in FLAVOURS:
+        assert choose_flavour(flavour, None) == flavour
+        assert choose_flavour("auto", flavour) == flavour
+    assert {flavour for _, flavour in _NAME_HINTS} == set(FLAVOURS)  # every flavour can be detected

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from octoprint_safepause import settings_schema
+from octoprint_safepause.gcode import FLAVOURS
 from octoprint_safepause.native_guard import CANCEL, PAUSE, RESUME, Decision, decide, describe, who
 
 REPO = Path(__file__).resolve().parents[2]
@@ -209,7 +210,7 @@ def plugin():
     return instance
 
 
-@pytest.mark.parametrize("firmware", ["auto", "marlin", "klipper", "reprapfirmware", "prusa"])
+@pytest.mark.parametrize("firmware", ("auto", *FLAVOURS))
 def test_preview_of_a_sample_print_for_every_firmware(plugin, firmware):
     preview = plugin.preview({"firmware": firmware, "retract_length": "3.5"})
     assert preview["source"] == "sample" and preview["profile"] == "Small"

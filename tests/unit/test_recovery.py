@@ -38,10 +38,12 @@ from octoprint_safepause.recovery import (
 )
 from octoprint_safepause.sequences import MotionSettings, Volume
 
+from ..corpus import GCODE_DIR as CORPUS
+from ..corpus import bundled
 from .firmware_model import Firmware
 from .test_replay import octoprint_lines
-from .test_sequences_corpus import CORPUS, FILES
 
+FILES = bundled()  # {name: (flavour, printer profile)}, from scripts/corpus.py
 TOL = 1e-6
 WINDOW = 300  # file lines compared after the prelude
 SEED = 20251126

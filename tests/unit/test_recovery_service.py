@@ -25,11 +25,13 @@ import pytest
 from octoprint.util.comm import PrintingGcodeFileInformation
 
 from octoprint_safepause import recovery_service
-from octoprint_safepause.gcode import replay_file
+from octoprint_safepause.gcode import StateTracker, fastscan, replay_file
+from octoprint_safepause.gcode.follower import FileFollower
 from octoprint_safepause.recovery import TAG
 from octoprint_safepause.recovery_service import RecoveryRefused, RecoveryService
 
 from .independent_model import corpus_files
+from .test_replay import octoprint_lines
 
 PRINTING_STATES = ("STARTING", "PRINTING", "CANCELLING", "PAUSING", "RESUMING", "FINISHING")
 
@@ -498,16 +500,72 @@ def test_positions_and_offsets_with_a_bom_and_bytes_that_are_not_utf8(env):
     assert line.strip() == info["line"]
 
 
-def test_events_and_the_index_for_the_controller(env):
+def test_events(env):
     events = []
     service = env.make(emit=lambda name, payload: events.append((name, payload)))
     target, pos, _ = _print_and_die(env, service)
     assert [name for name, _ in events] == ["recovery_available"]
     assert events[0][1]["path"] == "part.gcode" and events[0][1]["pos"] == pos
-    index = service.index_for("local", "part.gcode")
-    assert index and Path(index).exists() and service.index_for("local", "nope.gcode") is None
     service.recover(start="layer")
     assert events[-1][0] == "recovered" and events[-1][1]["start_choice"] == "layer"
     _print_and_die(env, service)
     service.discard()
     assert events[-1][0] == "recovery_discarded"
+
+
+# ------------------------------------------------------------------ the controller's shadow tracker
+
+
+def _replayed(path, offset, flavour, tools):
+    t = StateTracker(flavour, tools=tools)
+    t.feed_many(line for line, end in octoprint_lines(path) if end <= offset)
+    return t
+
+
+def test_shadow_start_of_a_recovered_print_comes_from_the_index(env, monkeypatch):
+    service = env.make()
+    target, _, flavour = _print_and_die(env, service)
+    assert service.shadow_start("local", "part.gcode", flavour=flavour, tools=1) is None  # not recovered
+    used = []
+    real = fastscan.tracker_at
+    monkeypatch.setattr(fastscan, "tracker_at", lambda *a, **kw: used.append(kw["index"]) or real(*a, **kw))
+    start = service.recover(start="layer")["start"]
+    service.on_event("PrintStarted", {"origin": "local", "path": "part.gcode"})  # its own start: kept
+
+    tracker, offset = service.shadow_start("local", "part.gcode", flavour=flavour, tools=1)
+    assert offset == start and tracker.state == _replayed(target, start, flavour, 1).state
+    info = fastscan.index_info(used[-1], target, flavour, tools=1)
+    assert info.valid and info.complete  # built when the print first ran, and read now
+
+    # the follower counts positions as OctoPrint's reader of the recovered print does
+    follower = FileFollower(str(target), tracker, start=offset)
+    reader_pos = env.printer.reader.getFilepos()
+    assert reader_pos > offset and follower.advance(reader_pos) == reader_pos
+    assert follower.tracker.state == _replayed(target, reader_pos, flavour, 1).state
+    follower.close()
+
+    # another tool count: the index does not serve it, the state is still exact
+    other, _ = service.shadow_start("local", "part.gcode", flavour=flavour, tools=2)
+    assert other.state == _replayed(target, start, flavour, 2).state
+    assert service.shadow_start("local", "other.gcode", flavour=flavour, tools=1) is None
+    service.on_event("PrintDone", {"origin": "local", "path": "part.gcode"})
+    assert service.shadow_start("local", "part.gcode", flavour=flavour, tools=1) is None
+
+
+def test_no_shadow_start_for_another_print_a_changed_file_or_a_failed_start(env):
+    service = env.make()
+    target, _, flavour = _print_and_die(env, service)
+    service.recover()
+    service.on_event("PrintStarted", {"origin": "local", "path": "other.gcode"})
+    assert service.shadow_start("local", "part.gcode", flavour=flavour, tools=1) is None
+
+    _print_and_die(env, service)
+    service.recover()
+    target.write_bytes(target.read_bytes() + b"G1 X1\n")
+    assert service.shadow_start("local", "part.gcode", flavour=flavour, tools=1) is None
+
+    _print_and_die(env, service)
+    env.printer.ignore_start = True
+    with pytest.raises(RecoveryRefused):
+        service.recover()
+    assert service.shadow_start("local", "part.gcode", flavour=flavour, tools=1) is None

@@ -34,7 +34,7 @@ from octoprint_safepause.sequences import (
     resume_sequence,
 )
 
-from ..corpus import GCODE_DIR
+from ..corpus import GCODE_DIR, bundled
 from .firmware_model import Firmware
 
 CORPUS = GCODE_DIR
@@ -43,41 +43,8 @@ SAMPLES = 100  # random pause points per file (plus targeted ones)
 WINDOW = 400  # file lines compared after each resume
 
 
-def _profile(width, depth, height, extruders=1, custom_box=False):
-    return {
-        "volume": {
-            "width": width,
-            "depth": depth,
-            "height": height,
-            "formFactor": "rectangular",
-            "origin": "lowerleft",
-            "custom_box": custom_box,
-        },
-        "extruder": {"count": extruders},
-    }
-
-
-# Flavour and build volume per file, from gcode/README.md (each file's ; bed_shape / ; max_print_height).
-FILES = {
-    "01_marlin_absE_anycubic_cylinder_0.20mm.gcode": ("marlin", _profile(210, 210, 205)),
-    "02_marlin2_relE_zhop_ender3_bunny_0.16mm.gcode": ("marlin", _profile(220, 220, 250)),
-    "03_klipper_voron_fwretract_G10G11_sphere_0.25mm.gcode": ("klipper", _profile(250, 250, 230)),
-    "04_reprap_absE_spiral_vase_twist_0.20mm.gcode": ("reprapfirmware", _profile(200, 200, 200)),
-    "05_rrf_toolchanger_T0T1_relE_box_0.20mm.gcode": ("reprapfirmware", _profile(300, 300, 300, 2)),
-    "07_marlin2_relE_tall58mm_bed120x120x60_tower_0.28mm.gcode": ("marlin", _profile(120, 120, 60)),
-    "08_marlin2_relE_tall58mm_bed120x120x60_bunny_0.20mm.gcode": ("marlin", _profile(120, 120, 60)),
-    "09_marlin_absE_0.10mm_comments_M3screw.gcode": ("marlin", _profile(210, 210, 205)),
-    "11_marlin2_relE_M600_M601_pause_prusa_mk3s_0.15mm.gcode": (
-        "prusa",
-        _profile(
-            250,
-            210,
-            210,
-            custom_box={"x_min": 0, "x_max": 250, "y_min": -4, "y_max": 210, "z_min": 0, "z_max": 210},
-        ),
-    ),
-    "12_cura_marlin_absE_zhop_ender3_bunny_0.20mm.gcode": ("marlin", _profile(220, 220, 250)),
-}
+# Flavour and OctoPrint printer profile of every bundled file: scripts/corpus.py, the one table.
+FILES = bundled()
 TALL = ("07_", "08_")
 
 TOL = 1e-6
@@ -85,7 +52,8 @@ TOL = 1e-6
 
 def test_every_corpus_file_is_covered():
     on_disk = {p.name for p in CORPUS.glob("*.gcode")}
-    assert on_disk == set(FILES), "a corpus file has no flavour / profile here"
+    assert on_disk == set(FILES)
+    assert all(profile is not None for _, profile in FILES.values()), "a corpus file has no printer profile"
 
 
 def _settings(rng: random.Random) -> MotionSettings:
