@@ -4,12 +4,18 @@ While a print streams, several threads fire pause / resume / cancel through cont
 and another thread plays OctoPrint's user: its own Pause / Resume (comm.setPause) and, rarely, Cancel
 (comm.cancelPrint). A watchdog samples the hold counter the whole time. Afterwards: no thread hangs (else
 every thread's stack is in the failure message), no hold is leaked or doubled, every file line that
-went out went out once and in order (a cancel may drop the saved line, so a cancelled print is checked
-up to its last delivered line), and each pause announced is announced to have ended, once.
+went out went out once and in order, and each pause announced is announced to have ended, once.
+
+Lost lines: every file line of the print reached the printer exactly once, in order, or the queuing hook
+saved it and a cancel dropped it and said so ("SafePause dropped N saved line(s) on cancel"); as a cancel
+ends the print, those are the last lines read. `tests/wire_checks.LineLedger` wraps the controller's hook
+to see what it saved and counts the cancels' reports. (Checking only that the delivered lines are in
+order and once cannot see a line that went missing.)
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
@@ -19,16 +25,26 @@ import time
 import traceback
 
 import pytest
-from rig import CORPUS_GCODE, LogTrap, check_file_lines, unwire_controller, wire_controller
+from rig import (
+    CORPUS_GCODE,
+    LogTrap,
+    check_file_lines,
+    file_lines,
+    octoprint_blocks,
+    unwire_controller,
+    wire_controller,
+)
 
-from octoprint_safepause.controller import IDLE, PAUSED, PAUSING
+from octoprint_safepause.controller import IDLE, PAUSED
+from tests.wire_checks import LineLedger
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 SEED = int(os.environ.get("SAFEPAUSE_SEED", "20251125"))
 PATH = CORPUS_GCODE / "09_marlin_absE_0.10mm_comments_M3screw.gcode"
-ROUNDS = 4
+ROUNDS = 5
 CHAOS_SECONDS = 4.0  # per round; a round also ends with its print (a cancel)
+FINAL_CANCEL_AT = 0.4  # the last round: chaos until this share of the file, then a cancel while paused
 JOIN_TIMEOUT = 10.0
 
 
@@ -84,6 +100,28 @@ def settle(rig, controller, deadline):
         time.sleep(0.01)
 
 
+def cancel_while_paused_on_a_saved_line(rig, controller, deadline) -> str:
+    """End the round with a SafePause cancel while paused on a saved line (the chaos may leave OctoPrint
+    paused, or a pause held by the fallback without one: those are resumed first). Returns the line."""
+    while True:
+        if time.monotonic() > deadline:
+            pytest.fail(f"no pause on a saved line: controller {controller.state}; {rig.diagnose()}")
+        state_id = rig.state_id()
+        if controller.state == PAUSED:
+            saved = controller.get_state()["saved_line"]
+            if saved is not None:
+                controller.cancel()
+                return saved
+            controller.try_(controller.resume)
+        elif controller.state == IDLE and state_id == "PRINTING":
+            controller.try_(controller.pause, reason="final", source="test")
+        elif controller.state == IDLE and state_id == "PAUSED":
+            rig.comm.setPause(False, tags={"trigger:test.settle"})
+        elif state_id not in ("PRINTING", "PAUSED", "PAUSING", "RESUMING"):
+            pytest.fail(f"the print ended ({state_id}) before the final cancel; {rig.diagnose()}")
+        time.sleep(0.005)
+
+
 @pytest.fixture
 def wired(rig):
     w = wire_controller(rig, hold_timeout=0.5)
@@ -93,6 +131,8 @@ def wired(rig):
 
 def test_random_requests_from_many_threads_while_printing(rig, wired):
     controller = wired.controller
+    lines = file_lines(PATH)
+    blocked = {n for n, line in enumerate(lines, 1) if octoprint_blocks(line)}
     results = []
     for round_ in range(ROUNDS):
         rng = random.Random(f"{SEED}:concurrency:{round_}")
@@ -102,8 +142,12 @@ def test_random_requests_from_many_threads_while_printing(rig, wired):
         counts = dict.fromkeys(["pause", "resume", "cancel", "native pause", "native cancel"], 0)
         lock = threading.Lock()
 
-        # rounds 0 and 1 without SafePause cancels (they end the print), then with a few
-        cancel_weight = 0 if round_ < 2 else 0.3
+        # rounds 0 and 1 without SafePause cancels (they end the print), then with a few; the last round
+        # without random cancels, ended by a cancel while paused on a saved line (random cancels mostly
+        # land while pausing, when nothing is saved yet: without it nothing would check a drop report)
+        final_cancel = round_ == ROUNDS - 1
+        cancel_weight = 0 if round_ < 2 or final_cancel else 0.3
+        native_cancel = 0 if final_cancel else 0.05
 
         def requester(seed, stop=stop, errors=errors, counts=counts, lock=lock, cancel_weight=cancel_weight):
             local = random.Random(seed)
@@ -124,7 +168,7 @@ def test_random_requests_from_many_threads_while_printing(rig, wired):
             except Exception as error:  # anything but Refused escaping is a failure
                 errors.append(f"{type(error).__name__}: {error}")
 
-        def octoprint_user(seed, stop=stop, errors=errors, counts=counts):
+        def octoprint_user(seed, stop=stop, errors=errors, counts=counts, native_cancel=native_cancel):
             """OctoPrint's own buttons: a short native pause now and then, rarely a cancel."""
             local = random.Random(seed)
             tags = {"source:api", "api:job", "trigger:test.user"}
@@ -133,7 +177,7 @@ def test_random_requests_from_many_threads_while_printing(rig, wired):
                     comm = rig.comm
                     if comm is None:
                         continue
-                    if local.random() < 0.05:
+                    if local.random() < native_cancel:
                         comm.cancelPrint(tags=tags)
                         counts["native cancel"] += 1
                         continue
@@ -145,7 +189,9 @@ def test_random_requests_from_many_threads_while_printing(rig, wired):
                 errors.append(f"octoprint user: {type(error).__name__}: {error}")
 
         watchdog = Watchdog(rig)
-        with LogTrap() as trap:
+        ledger = LineLedger()
+        rig.hooks["queuing"] = ledger.hook(controller.on_queuing)
+        with LogTrap() as trap, ledger.listening(controller._log):
             rig.print_file(PATH)
             rig.wait_for(lambda: (rig.comm.getFilePosition() or {}).get("pos", 0) > 20_000, timeout=20)
             watchdog.start()
@@ -161,14 +207,19 @@ def test_random_requests_from_many_threads_while_printing(rig, wired):
             ]
             for thread in threads:
                 thread.start()
-            # the chaos runs this long, or until the print ends
+            # the chaos runs this long, or until the print ends (the last round: until FINAL_CANCEL_AT)
             deadline = time.monotonic() + CHAOS_SECONDS
-            while time.monotonic() < deadline and not any(
-                e[0] in ("PrintDone", "PrintCancelled", "PrintFailed") for e in rig.fired()
+            stop_at = PATH.stat().st_size * FINAL_CANCEL_AT if final_cancel else math.inf
+            while (
+                time.monotonic() < deadline
+                and not any(e[0] in ("PrintDone", "PrintCancelled", "PrintFailed") for e in rig.fired())
+                and (rig.comm.getFilePosition() or {}).get("pos", 0) < stop_at
             ):
                 time.sleep(0.01)
             stop.set()
             join_or_dump(threads, JOIN_TIMEOUT, f"request threads {where}")
+            if final_cancel:
+                final_saved = cancel_while_paused_on_a_saved_line(rig, controller, time.monotonic() + 30)
             settle(rig, controller, time.monotonic() + 60)
             watchdog.stop.set()
             join_or_dump([watchdog], JOIN_TIMEOUT, f"watchdog {where}")
@@ -178,13 +229,31 @@ def test_random_requests_from_many_threads_while_printing(rig, wired):
         assert rig.hold_count() == 0 and not controller.holding, f"hold leaked {where}"
         assert watchdog.max_hold <= 1, f"hold counter reached {watchdog.max_hold} {where}"
         assert not trap.ours(), "\n".join(trap.ours())
-        report = check_file_lines(rig.records(), PATH, complete=result == "PrintDone")
+        records = rig.records()
+        report = check_file_lines(records, PATH, complete=result == "PrintDone")
         assert report.ok, f"{report} {where}"
+        delivered = [r.fileline for r in records if r.fileline is not None]
+        done = result == "PrintDone"
+        problems = ledger.problems(delivered, total=len(lines) if done else None, blocked=blocked)
+        assert not problems, f"{problems} ({ledger.summary()}) {where}"
+        dropped = ledger.dropped(delivered)
+        if done:
+            assert not dropped, f"the print ran to its end, yet {dropped} never went out {where}"
+        elif dropped:
+            # the cancel ended the print: what it dropped are the last lines OctoPrint read
+            assert min(dropped) > max(delivered), f"dropped {dropped}, delivered up to {max(delivered)} {where}"
+        if final_cancel:
+            assert result == "PrintCancelled", where
+            # one cancel, dropping what its pause saved (one line, or the few read while the hold was
+            # being taken): the lines right after the last one delivered, the first being the saved line
+            after = max(delivered) + 1
+            assert len(ledger.drops) == 1, (ledger.drops, where)
+            assert dropped == list(range(after, after + ledger.drops[0])), (ledger.drops, dropped, where)
+            assert lines[after - 1] == final_saved, (dropped, final_saved, where)
         names = "".join({"paused": "p", "resumed": "r", "cancelled": "c"}[e[0]] for e in wired.events)
         assert re.fullmatch(r"(p[rc]|c)*", names), f"events out of order: {names} {where}"
         wired.events.clear()
-        results.append((result, dict(counts), names.count("p"), names.count("c")))
+        results.append((result, dict(counts), names.count("p"), names.count("c"), ledger.summary()))
         if controller.state != IDLE:
             pytest.fail(f"controller {controller.state} after the round {where}")
-        assert controller.state not in (PAUSING, PAUSED)
-    print("rounds (result, accepted requests, paused events, cancelled events):", results)
+    print("rounds (result, accepted requests, paused events, cancelled events, lines):", results)

@@ -10,6 +10,7 @@ job at the same time; the long-hold heater policy.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -29,7 +30,8 @@ from rig import (
     wire_kind,
 )
 
-from octoprint_safepause.controller import IDLE, PAUSED, PAUSING, TAG_RESEND, Refused
+from octoprint_safepause.controller import IDLE, PAUSED, PAUSING, RESUMING, TAG_RESEND, Refused
+from tests.wire_checks import LineLedger, first_extrusion, heat_wait_index, last_s_value
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -86,7 +88,7 @@ def filepos(rig) -> int:
 def assert_clean_end(rig, controller, path, saved_lines, trap, result="PrintDone", complete=True):
     assert rig.wait_done(30) == result
     wait_until(lambda: controller.state == IDLE, 5, "controller idle")
-    assert rig.hold_count() in (0, None) and not controller.holding
+    assert rig.hold_count() == 0 and not controller.holding  # the print ended, the connection did not
     records = rig.records()
     report = check_file_lines(records, path, complete=complete)
     assert report.ok, report
@@ -162,9 +164,12 @@ def test_refused_while_octoprint_pauses_natively_then_works_after_its_resume(rig
         rig.print_file(SMALL)
         wait_until(lambda: filepos(rig) > 60_000, 20, "position", rig)
         rig.comm.setPause(True, tags={"source:api", "api:job"})
-        # pausing (M400 + M114 on their way) and paused: both refused
-        with pytest.raises(Refused, match="not printing"):
+        # pausing (M400 + M114 on their way) and paused: both refused. Which of the two this first
+        # request meets depends on how fast the virtual printer answers the M400; either way it is refused
+        # for OctoPrint's own pause and nothing is held.
+        with pytest.raises(Refused, match=r"the printer is (pausing|paused), not printing"):
             controller.pause()
+        assert controller.state == IDLE and rig.hold_count() == 0
         rig.wait_state("PAUSED", timeout=10)
         with pytest.raises(Refused, match="paused, not printing"):
             controller.pause()
@@ -217,27 +222,42 @@ def test_refused_on_an_sd_print(rig, wired, tmp_path):
 
 
 def test_double_pause_resume_and_cancel_in_the_wrong_state_are_refused(rig, wired):
-    w = wired(hold_timeout=0.5)
+    """Each request meets a state held still by the test (StallingPort stops the controller thread inside
+    the pause, after the hold, and inside the resume, before its lines), so each refusal is the one that
+    state determines."""
+    port = StallingPort(rig)
+    w = wired(port=port, hold_timeout=0.5)
     controller = w.controller
     with LogTrap() as trap:
         rig.print_file(SMALL)
         wait_until(lambda: filepos(rig) > 60_000, 20, "position", rig)
+        port.arm()
         controller.pause(reason="first")
-        with pytest.raises(Refused, match="already"):
+        port.wait_entered("pausing")
+        assert controller.state == PAUSING
+        with pytest.raises(Refused, match=r"^already pausing$"):
             controller.pause(reason="second")
-        if controller.state == PAUSING:
-            with pytest.raises(Refused, match="not paused"):
-                controller.resume()
+        with pytest.raises(Refused, match=r"^not paused \(state: pausing\)$"):
+            controller.resume()
+        port.go_on.set()
         wait_until(lambda: controller.state == PAUSED, 5, "paused", rig)
-        with pytest.raises(Refused, match="already paused"):
+        with pytest.raises(Refused, match=r"^already paused$"):
             controller.pause(reason="third")
         assert controller.get_state()["reason"] == "first" and rig.hold_count() == 1
         saved = controller.get_state()["saved_line"]
+        port.arm()
         controller.resume()
-        # a second resume and a cancel right behind it are refused (resuming) or find nothing (idle)
-        with pytest.raises(Refused):
+        port.wait_entered("resuming")
+        assert controller.state == RESUMING
+        with pytest.raises(Refused, match=r"^not paused \(state: resuming\)$"):
             controller.resume()
-        with pytest.raises(Refused):
+        with pytest.raises(Refused, match=r"^nothing to cancel \(state: resuming\)$"):
+            controller.cancel()
+        port.go_on.set()
+        wait_until(lambda: controller.state == IDLE, 5, "resumed", rig)
+        with pytest.raises(Refused, match=r"^not paused \(state: idle\)$"):
+            controller.resume()
+        with pytest.raises(Refused, match=r"^nothing to cancel \(state: idle\)$"):
             controller.cancel()
         assert_clean_end(rig, controller, SMALL, [saved], trap)
     assert [e[0] for e in w.events] == ["paused", "resumed"]
@@ -256,6 +276,7 @@ class LastLineTrigger:
         self.controller, self.when, self.attempt = controller, when, attempt
         self.target = total - 1 if "second-to-last" in when else total
         self.requested = threading.Event()
+        self.answered = threading.Event()  # set once the request returned (the answer is in `answers`)
         self.answers = []
 
     def request(self):
@@ -263,6 +284,7 @@ class LastLineTrigger:
             self.requested.set()
             reason = f"last-{self.attempt}"
             self.answers.append(self.controller.try_(self.controller.pause, reason=reason, source="test"))
+            self.answered.set()
 
     def queuing(self, comm, phase, cmd, cmd_type, gcode, subcode=None, tags=None, *args, **kwargs):
         line = int(next((t[9:] for t in tags or () if t.startswith("fileline:")), 0))
@@ -278,23 +300,36 @@ class LastLineTrigger:
             self.request()
 
 
+# What each moment allows. "saved": paused on a saved line, re-sent on resume. "held without a line":
+# the fallback took the hold while OctoPrint was still printing, nothing was saved (only when the last
+# line's "ok" and OctoPrint's end of the print take longer than hold_timeout: a loaded machine).
+# "aborted": accepted, then ended without a hold because the print had ended. "refused": OctoPrint had
+# already left "printing" when the request came.
+LAST_LINE_OUTCOMES = {
+    # the controller's hook sees the target line armed: it must save exactly that line
+    "queuing-hook, before the last line": {"saved"},
+    "queuing-hook, before the second-to-last line": {"saved"},
+    # the last line passed the hook unarmed: no line is left to save; OctoPrint is still printing then
+    "queuing-hook, after the last line": {"aborted", "held without a line"},
+    "sent-hook, last line written": {"refused", "aborted", "held without a line"},
+    "test thread, last line read": {"refused", "aborted", "held without a line"},
+    # a few lines may be left when the request comes, or none
+    "test thread, last 200 bytes read": {"saved", "refused", "aborted", "held without a line"},
+}
+FINISHED_BEFORE = "the print finished before the pause took effect"
+NO_LONGER_RUNNING = re.compile(r"the print is no longer running \((operational|finishing)\): nothing to pause")
+
+
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize(
-    "when",
-    [
-        "queuing-hook, before the last line",
-        "queuing-hook, after the last line",
-        "queuing-hook, before the second-to-last line",
-        "sent-hook, last line written",
-        "test thread, last line read",
-        "test thread, last 200 bytes read",
-    ],
-)
+@pytest.mark.parametrize("when", list(LAST_LINE_OUTCOMES))
 def test_pause_requested_as_the_last_line_goes_out(rig, wired, tmp_path, when):
-    """Either a clean pause (the last line saved and re-sent on resume, or held before the end) or an
-    aborted pause (refused or "no longer running"); never a lost line, never a leaked hold."""
+    """A pause requested right around the end of the file ends in one of the outcomes the moment allows
+    (LAST_LINE_OUTCOMES), each with what must hold in it: a pause on the very line the armed hook saw,
+    re-sent on resume; a hold without a saved line, nothing re-sent; an aborted pause that says why and
+    announces nothing; a refusal. Never a lost line, never a leaked hold."""
     printed = head_and_tail(SMALL, tmp_path, head_layers=1)
-    total = len(file_lines(printed))
+    lines = file_lines(printed)
+    total = len(lines)
     size = printed.stat().st_size
     w = wired(hold_timeout=0.3)
     controller = w.controller
@@ -310,21 +345,37 @@ def test_pause_requested_as_the_last_line_goes_out(rig, wired, tmp_path, when):
                 at = size if "last line" in when else size - 200
                 wait_until(lambda a=at: filepos(rig) >= a or rig.state_id() != "PRINTING", 10, "end", rig)
                 trigger.request()
-            wait_until(
-                lambda t=trigger: t.requested.is_set() or rig.state_id() == "OPERATIONAL", 10, "request", rig
-            )
+            wait_until(lambda t=trigger: t.answered.is_set(), 10, "the pause request", rig)
             wait_until(lambda: controller.state in (PAUSED, IDLE), 5, "settled", rig)
+            state = controller.get_state()
+            if controller.state == PAUSED:
+                outcome = "saved" if state["saved_line"] is not None else "held without a line"
+            else:
+                outcome = "aborted" if trigger.answers == [True] else "refused"
+            where = f"{when}, attempt {attempt}: {outcome} {trigger.answers} {state['error']!r} {w.events}"
+            assert outcome in LAST_LINE_OUTCOMES[when], where
             saved = []
             if controller.state == PAUSED:
-                state = controller.get_state()
-                assert rig.hold_count() == 1
+                assert rig.hold_count() == 1, where
                 saved = [state["saved_line"]]
-                outcomes.append(f"paused, saved {state['saved_line']!r}")
+                if when.startswith("queuing-hook, before"):
+                    assert state["saved_line"] == lines[trigger.target - 1], where
                 controller.resume()
+            elif outcome == "aborted":
+                # which of the two errors depends on whether OctoPrint's PrintDone reaches the controller
+                # before its wait for a file line (hold_timeout) ends: both mean the print ended unheld
+                if state["error"] == FINISHED_BEFORE:
+                    assert rig.fired("PrintDone"), where  # it acted on OctoPrint's PrintDone
+                    outcome += " (PrintDone first)"
+                else:
+                    assert NO_LONGER_RUNNING.fullmatch(state["error"] or ""), where
+                assert w.events == [], where  # an aborted pause announces nothing
             else:
-                events = [e[0] for e in w.events]
-                outcomes.append(f"not paused: {trigger.answers} {controller.get_state()['error']} {events}")
+                assert w.events == [], where
             assert_clean_end(rig, controller, printed, saved, trap)
+            if saved:
+                assert [e[0] for e in w.events] == ["paused", "resumed"], where
+            outcomes.append(outcome if not saved or saved == [None] else f"saved {saved[0]!r}")
             w.events.clear()
         rig.hooks.pop("sent", None)
     print(when, outcomes)
@@ -380,15 +431,69 @@ def test_cancel_while_still_pausing_restores_nothing_that_was_not_saved(rig, wir
     assert not undo, f"restored without a pause: {sent}"
 
 
+class LineAtCancelPort(ComPort):
+    """OctoPrint reads the next file line while SafePause's cancel goes in: cancel() waits until the
+    controller's hook has saved a line (the printer's M109, stuck for 3 s, ends meanwhile and OctoPrint
+    reads on), then asks OctoPrint to cancel."""
+
+    def __init__(self, rig, ledger):
+        super().__init__(rig)
+        self.ledger = ledger
+
+    def cancel(self, tags):
+        wait_until(lambda: self.ledger.saved, 10, "a file line saved during the cancel", self._rig)
+        super().cancel(tags)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug (issue 12 report): _cancel_held takes the saved lines before it asks OctoPrint "
+    "to cancel and disarms only at the release; a line the still-armed hook saves in between is lost "
+    "without a word (and the recovery is not pointed at it)",
+)
+def test_a_line_read_while_a_cancel_during_pausing_goes_in_is_reported(rig, wired, tmp_path):
+    """A SafePause cancel while the pause waits for its hold (the printer in a long M109); OctoPrint reads
+    the next file line before its cancel takes effect: the armed hook saves it. Then it must either go out
+    or be reported dropped by the cancel (tests/wire_checks.LineLedger), never vanish."""
+    printed = head_and_tail(SMALL, tmp_path, head_layers=2)
+    ledger = LineLedger()
+    port = LineAtCancelPort(rig, ledger)
+    w = wired(port=port, hold_timeout=10.0)
+    controller = w.controller
+    rig.hooks["queuing"] = ledger.hook(controller.on_queuing)
+    with LogTrap() as trap, ledger.listening(controller._log):
+        rig.debug("sleep_after_next M109 3")
+        rig.print_file(printed)
+        busy = wait_stuck_in(rig, "M109")
+        controller.pause(reason="cancel-as-a-line-comes")
+        controller.cancel()  # the wait for the hold (10 s) ends at once
+        assert_clean_end(rig, controller, printed, None, trap, result="PrintCancelled", complete=False)
+    assert ledger.saved == [busy.fileline + 1], f"test seam moved: {ledger.summary()}"
+    assert [e[0] for e in w.events] == ["cancelled"]
+    delivered = [r.fileline for r in rig.records() if r.fileline is not None]
+    problems = ledger.problems(delivered)
+    assert not problems, f"{problems} ({ledger.summary()})"
+
+
 class StallingPort(ComPort):
     """Stalls the controller thread once inside _do_pause, after the hold is taken and before the pause
-    lines are sent (it reads the temperatures for the pause plan there), until the test releases it."""
+    lines are sent (it reads the temperatures for the pause plan there), until the test releases it.
+    Armed again (`arm()`), it stalls the next reading: inside _do_resume, before the restore lines."""
 
     def __init__(self, rig):
         super().__init__(rig)
         self.stall = False
         self.entered = threading.Event()
         self.go_on = threading.Event()
+
+    def arm(self):
+        self.entered.clear()
+        self.go_on.clear()
+        self.stall = True
+
+    def wait_entered(self, what):
+        if not self.entered.wait(5):
+            raise TimeoutError(f"the controller did not read the temperatures while {what} (test seam moved)")
 
     def temperatures(self):
         if self.stall:
@@ -492,7 +597,15 @@ def test_disconnect_during_a_pause_leaves_the_controller_idle(rig, wired, tmp_pa
     assert not trap.ours(), "\n".join(trap.ours())
     assert state["error"], state
     names = [e[0] for e in w.events]
-    assert names in (["cancelled"], ["paused", "cancelled"]), (w.events, state["error"])
+    # "paused" is announced once the pause lines went out: not when the connection drops before the hold
+    # (pausing) or under the pause lines; then the end of the accepted pause is announced, once
+    expected = {
+        "pausing": ["cancelled"],
+        "sending pause lines": ["cancelled"],
+        "paused": ["paused", "cancelled"],
+        "resuming": ["paused", "cancelled"],
+    }[phase]
+    assert names == expected, (w.events, state["error"])
     rig.connect()
     assert rig.hold_count() == 0
 
@@ -540,10 +653,11 @@ def test_stop_when_idle_holds_nothing(rig, wired):
     assert not trap.ours(), "\n".join(trap.ours())
 
 
-@pytest.mark.parametrize("event", ["Disconnecting", "Shutdown"])
-def test_disconnecting_or_shutdown_event_during_a_hold_streams_nothing(rig, wired, event):
-    """Disconnecting / Shutdown announce that the connection is about to end; until it does, releasing
-    the hold streams the file from the park position like stop() used to (see the test above)."""
+@pytest.mark.parametrize("event", ["Disconnecting"])
+def test_disconnecting_event_during_a_hold_streams_nothing(rig, wired, event):
+    """Disconnecting announces that the connection is about to end; until it does, releasing the hold
+    streams the file from the park position like stop() used to (see the test above). OctoPrint's
+    shutdown reaches the plugin as on_shutdown -> controller.stop(), tested above, not as an event."""
     w = wired(hold_timeout=0.5)
     controller = w.controller
     rig.print_file(SMALL)
@@ -626,10 +740,23 @@ def test_another_plugins_hold_during_our_pause_is_left_intact(rig, wired):
 # a long hold
 
 
-def test_long_hold_heater_policy_switches_the_hotend_off_and_resume_reheats_first(rig, wired):
-    """hotend_off_after 0.01 min: during the hold the hotend goes off (a pause-tagged M104 S0); the
-    resume waits for the temperature (M109) before any move back to the part; every line once."""
-    w = wired(hold_timeout=0.5, hotend_off_after=0.01)
+@pytest.mark.parametrize(
+    "settings,went_off,waits",
+    [
+        ({"hotend_off_after": 0.01}, ["M104 T0 S0"], ["M109"]),
+        ({"hotend_off_after": 0.01, "bed_off_after": 0.01}, ["M104 T0 S0", "M140 S0"], ["M109", "M190"]),
+    ],
+    ids=["hotend", "hotend and bed"],
+)
+def test_long_hold_heater_policy_switches_heaters_off_and_resume_waits_for_them_before_extruding(
+    rig, wired, settings, went_off, waits
+):
+    """hotend_off_after (and bed_off_after) 0.01 min: during the hold the virtual printer gets M104 T0 S0
+    (and M140 S0), tagged as pause lines; on resume it gets M109 (and M190) for the print's own targets,
+    read from the file lines it printed (not from the controller's snapshot), before the first line that
+    pushes filament (E followed over everything it received by an independent model: the restore's
+    un-retract, the re-sent line, the file) and before the re-sent line; every line once."""
+    w = wired(hold_timeout=0.5, **settings)
     controller = w.controller
     with LogTrap() as trap:
         rig.print_file(SMALL)
@@ -637,21 +764,31 @@ def test_long_hold_heater_policy_switches_the_hotend_off_and_resume_reheats_firs
         controller.pause()
         wait_until(lambda: controller.state == PAUSED, 5, "paused", rig)
         saved = controller.get_state()["saved_line"]
-        target = controller.get_state()["snapshot"]["tool_temps"]["0"]
-        wait_until(lambda: controller.get_state()["heaters_off"], 5, "heater policy", rig)
+        wait_until(lambda: controller.get_state()["heaters_off"], 15, "heater policy", rig)
         wait_until(
-            lambda: any(wire_kind(r) == "P" and r.cmd.startswith("M104") for r in rig.records()),
-            5,
-            "M104",
-            rig,
+            lambda: all(any(r.cmd == line for r in rig.records()) for line in went_off), 10, "heaters off", rig
         )
         controller.resume()
         assert_clean_end(rig, controller, SMALL, [saved], trap)
     records = rig.records()
-    off = [r.cmd for r in records if wire_kind(r) == "P" and r.cmd.startswith("M104")]
-    assert off == ["M104 T0 S0"], off
-    restore = [r.cmd for r in records if wire_kind(r) == "U"]
-    heat = next(i for i, c in enumerate(restore) if c.startswith("M109"))
-    first_move = next(i for i, c in enumerate(restore) if c.startswith("G1 "))
-    assert heat < first_move, restore
-    assert f"S{target:g}" in restore[heat], (restore[heat], target)
+    commands = [r.cmd for r in records]
+    kinds = [wire_kind(r) for r in records]
+    first_pause, first_resume = kinds.index("P"), kinds.index("U")
+    resend = next(i for i, r in enumerate(records) if TAG_RESEND in (r.tags or ()))
+    off = [c for c, k in zip(commands, kinds) if k == "P" and c.startswith(("M104", "M140", "M109", "M190"))]
+    assert off == went_off, off
+    assert all(first_pause < commands.index(line) < first_resume for line in went_off), commands[first_pause:]
+    printed = [r.cmd for r in records[:first_pause] if r.fileline is not None]
+    targets = {
+        "M109": last_s_value(printed, ("M104", "M109")),
+        "M190": last_s_value(printed, ("M140", "M190")),
+    }
+    assert targets == {"M109": 205, "M190": 60}  # file 09 after its first layer
+    extrusion = first_extrusion(commands, first_resume)
+    assert extrusion is not None, commands[first_resume:]
+    restore = commands[first_resume:resend]
+    for command in waits:
+        wait = heat_wait_index(commands, first_resume, command, targets[command])
+        assert wait is not None, f"no {command} S{targets[command]:g} after the resume: {restore}"
+        assert wait < extrusion, f"{commands[extrusion]!r} extrudes before {commands[wait]!r}: {restore}"
+        assert wait < resend, f"the saved line went out before {commands[wait]!r}: {restore}"

@@ -229,10 +229,18 @@ def test_random_pauses_over_the_corpus_keep_every_line_once_in_order(rig, wired,
             wait_until(rig, lambda: controller.state in (PAUSED, IDLE), 10, f"paused {where}")
             state = controller.get_state()
             if controller.state == IDLE:
-                # the print ended before a line could be held: an aborted pause, nothing held
+                # the print ended before a line could be held (the late target near the end of the file):
+                # an aborted pause. Its error is one of two, both legitimate: the fallback found OctoPrint
+                # no longer printing, or OctoPrint's PrintDone reached the controller first (event-bus
+                # timing). Either way nothing was held, saved or announced.
                 error = state["error"] or ""
-                assert "no longer running" in error or "finished before the pause" in error, (state, where)
-                assert rig.hold_count() in (0, None) and not controller.holding, where
+                if error == "the print finished before the pause took effect":
+                    assert rig.fired("PrintDone"), (state, where)  # it acted on OctoPrint's PrintDone
+                else:
+                    no_longer = r"the print is no longer running \((operational|finishing)\): nothing to pause"
+                    assert re.fullmatch(no_longer, error), (state, where)
+                assert w.events[n_events:] == [], (w.events[n_events:], where)
+                assert rig.hold_count() == 0 and not controller.holding, where  # the connection stays up
                 port.armed = False
                 refused.append((target, "aborted"))
                 break
