@@ -538,10 +538,8 @@ class PauseController:
         self._cancel_held(token, ask_octoprint)
 
     def _cancel_held(self, token: PauseToken, ask_octoprint: bool) -> None:
-        self._correct_recovery(token)
         with self._lock:
             self._set_state(CANCELLING)
-            saved, token.saved = token.saved, []
         try:
             if token.pause_sent and self._holding:  # the pause lines went out: undo their modes
                 _, _, settings = self._current_settings()
@@ -552,6 +550,13 @@ class PauseController:
         except RuntimeError as error:
             self._log.warning("SafePause cancel: %s", error)
         finally:
+            # Disarmed only now: a line OctoPrint read while the cancel went in was saved by the still
+            # armed hook; it is counted with the others and the recovery points at the first of them.
+            with self._lock:
+                self._armed = False
+            self._correct_recovery(token)
+            with self._lock:
+                saved, token.saved = token.saved, []
             self._release_hold()
         if saved:
             self._log.info("SafePause dropped %d saved line(s) on cancel", len(saved))

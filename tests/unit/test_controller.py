@@ -405,12 +405,6 @@ class RecordingRecovery:
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug (issue 12 report): _cancel_held takes the saved lines before it asks OctoPrint "
-    "to cancel and disarms only at the release; a line the still-armed hook saves in between is lost "
-    "without a word and the recovery is not pointed at it",
-)
 def test_a_line_read_while_a_cancel_during_pausing_goes_in_is_not_lost_silently(make):
     """A SafePause cancel while the pause still waits for its hold (no file line came yet). If OctoPrint
     reads a file line right then, the armed hook saves it: either it goes out, or the cancel reports it
