@@ -191,3 +191,16 @@ def heat_wait_index(lines, start, command, target):
         if params.get("T", "0") == "0" and "S" in params and float(params["S"]) == target:
             return index
     return None
+
+
+def assert_reheated_before_extruding(lines, first_resume: int, resend: int, targets: dict, waits) -> None:
+    """Each heat wait of `waits` (M109, M190) for its target in `targets` goes out after the resume
+    began and before the first line that extrudes and before the saved line (`resend`)."""
+    extrusion = first_extrusion(lines, first_resume)
+    assert extrusion is not None, lines[first_resume:]
+    restore = lines[first_resume:resend]
+    for command in waits:
+        wait = heat_wait_index(lines, first_resume, command, targets[command])
+        assert wait is not None, f"no {command} S{targets[command]:g} after the resume: {restore}"
+        assert wait < extrusion, f"{lines[extrusion]!r} extrudes before {lines[wait]!r}: {restore}"
+        assert wait < resend, f"the saved line went out before {lines[wait]!r}: {restore}"

@@ -31,7 +31,11 @@ from rig import (
 )
 
 from octoprint_safepause.controller import IDLE, PAUSED, PAUSING, RESUMING, TAG_RESEND, Refused
-from tests.wire_checks import LineLedger, first_extrusion, heat_wait_index, last_s_value
+from tests.wire_checks import (
+    LineLedger,
+    assert_reheated_before_extruding,
+    last_s_value,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -785,11 +789,4 @@ def test_long_hold_heater_policy_switches_heaters_off_and_resume_waits_for_them_
         "M190": last_s_value(printed, ("M140", "M190")),
     }
     assert targets == {"M109": 205, "M190": 60}  # file 09 after its first layer
-    extrusion = first_extrusion(commands, first_resume)
-    assert extrusion is not None, commands[first_resume:]
-    restore = commands[first_resume:resend]
-    for command in waits:
-        wait = heat_wait_index(commands, first_resume, command, targets[command])
-        assert wait is not None, f"no {command} S{targets[command]:g} after the resume: {restore}"
-        assert wait < extrusion, f"{commands[extrusion]!r} extrudes before {commands[wait]!r}: {restore}"
-        assert wait < resend, f"the saved line went out before {commands[wait]!r}: {restore}"
+    assert_reheated_before_extruding(commands, first_resume, resend, targets, waits)

@@ -50,14 +50,18 @@ LISTING_KEYS = (
     "layout", "title", "id", "description", "authors", "license", "date", "homepage", "source", "archive",
     "tags", "screenshots", "featuredimage", "compatibility",
 )  # fmt: skip
+# The web assets OctoPrint serves (each view model is a file of its own): all must ship and be served.
+STATIC = tuple(
+    sorted(str(p.relative_to(REPO / PACKAGE / "static")) for p in (REPO / PACKAGE / "static").rglob("*") if p.is_file())
+)
 # What the installed plugin cannot work without, whatever else git tracks in the package.
 MUST_SHIP = (
     "__init__.py",
     "controller.py",
     "gcode/__init__.py",
     "gcode/state.py",
-    "static/js/safepause.js",
-    "static/css/safepause.css",
+    "template_worker.py",
+    *(f"static/{name}" for name in STATIC),
     "templates/safepause_sidebar.jinja2",
     "templates/safepause_settings.jinja2",
     "translations/de/LC_MESSAGES/messages.mo",
@@ -476,7 +480,8 @@ class TestBuiltInstalledServed:
         assert status == 200 and "state" in state, state
 
     def test_octoprint_serves_the_static_files(self, installed):
-        for name in ("js/safepause.js", "css/safepause.css"):
+        assert "css/safepause.css" in STATIC and "js/safepause_sidebar.js" in STATIC
+        for name in STATIC:
             status, body = fetch(installed.sandbox, f"/plugin/safepause/static/{name}")
             assert status == 200, name
             assert body == (REPO / PACKAGE / "static" / name).read_bytes(), name

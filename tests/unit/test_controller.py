@@ -22,7 +22,12 @@ from octoprint_safepause.controller import (
 )
 
 from ..corpus import GCODE_DIR
-from ..wire_checks import LineLedger, fileline_of, first_extrusion, heat_wait_index, last_s_value
+from ..wire_checks import (
+    LineLedger,
+    assert_reheated_before_extruding,
+    fileline_of,
+    last_s_value,
+)
 from .fake_printer import FakeComm, FakePort
 
 SHARED = GCODE_DIR
@@ -477,14 +482,7 @@ def test_resume_after_the_heaters_went_off_waits_for_the_prints_temperatures_bef
     lines = [line for line, _ in comm.wire]
     first_resume = next(i for i, (_, tags) in enumerate(comm.wire) if TAG_RESUME in tags)
     resend = next(i for i, (_, tags) in enumerate(comm.wire) if TAG_RESEND in tags)
-    extrusion = first_extrusion(lines, first_resume)
-    assert extrusion is not None, lines[first_resume:]
-    restore = lines[first_resume:resend]
-    for command in waits:
-        wait = heat_wait_index(lines, first_resume, command, targets[command])
-        assert wait is not None, f"no {command} S{targets[command]:g} after the resume: {restore}"
-        assert wait < extrusion, f"{lines[extrusion]!r} extrudes before {lines[wait]!r}: {restore}"
-        assert wait < resend, f"the saved line goes out before {lines[wait]!r}: {restore}"
+    assert_reheated_before_extruding(lines, first_resume, resend, targets, waits)
 
 
 def test_resume_with_the_heaters_untouched_does_not_wait_for_them(make):
