@@ -105,7 +105,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    from octoprint_safepause.gcode import StateTracker
+    from octoprint_safepause.core.gcode import StateTracker
 
     with tempfile.TemporaryDirectory(prefix="safepause-bench-") as basedir:
         comm, hooks = setup_octoprint(basedir)

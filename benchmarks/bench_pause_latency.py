@@ -91,7 +91,7 @@ def main():
     logging.getLogger("octoprint").setLevel(logging.WARNING)
     from rig import CORPUS_GCODE, ComPort, Rig, check_file_lines, flavour_for_gcode, wire_controller
 
-    from octoprint_safepause.controller import IDLE, PAUSED
+    from octoprint_safepause.core.controller import IDLE, PAUSED
 
     rng = random.Random(args.seed)
     basedir = tempfile.mkdtemp(prefix="bench-pause-")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from _setup import best_of, gcode_dir, peak_memory  # noqa: E402, I001
 
-from octoprint_safepause.gcode import fastscan, replay_file  # noqa: E402
+from octoprint_safepause.core.gcode import fastscan, replay_file  # noqa: E402
 
 FLAVOUR = "marlin"
 FRACTIONS = (0.05, 0.50, 0.95)

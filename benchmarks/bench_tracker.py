@@ -18,7 +18,7 @@ from pathlib import Path
 
 from _setup import best_of, flavour_for, gcode_dir, peak_memory  # noqa: E402, I001
 
-from octoprint_safepause.gcode import StateTracker, replay_file  # noqa: E402
+from octoprint_safepause.core.gcode import StateTracker, replay_file  # noqa: E402
 
 
 def best_of_time(fn, repeats):

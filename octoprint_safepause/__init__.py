@@ -9,12 +9,13 @@ from flask_babel import gettext
 from octoprint.access import USER_GROUP
 from octoprint.access.permissions import Permissions
 
-from . import commands, native_guard, settings_page, settings_schema, status
-from .controller import PauseController
-from .firmware import choose_flavour, flavour_from_firmware_name
-from .port import OctoPrintPort, state_from_id
-from .recovery_service import RecoveryRefused, RecoveryService
-from .template_runner import TemplateRunner
+from .adapter import native_guard
+from .adapter.octoprint_port import OctoPrintPort, state_from_id
+from .core import commands, settings_page, settings_schema, status
+from .core.controller import PauseController
+from .core.firmware import choose_flavour, flavour_from_firmware_name
+from .core.recovery.service import RecoveryRefused, RecoveryService
+from .core.template_runner import TemplateRunner
 
 RECOVERY_EVENTS = frozenset(["PrintStarted", "PrintDone", "PrintFailed", "PrintCancelled", "Disconnected", "Error"])
 FORWARDED_EVENTS = frozenset(

@@ -1,6 +1,6 @@
 """OctoPrint's own Pause / Resume / Cancel (POST /api/job and its sidebar buttons) during a SafePause
 pause, and pauses from inside OctoPrint (the firmware's //action:pause) during one.
-The behaviour is specified in docs/native-pause.md and octoprint_safepause/native_guard.py."""
+The behaviour is specified in docs/native-pause.md and octoprint_safepause/adapter/native_guard.py."""
 
 from __future__ import annotations
 

@@ -49,7 +49,8 @@ from octoprint.util import comm as comm_module
 from octoprint.util import dict_merge
 from octoprint.util.comm import MachineCom, MachineComPrintCallback, PrintingGcodeFileInformation
 
-from octoprint_safepause.port import JobInfo, state_from_id, wait_for_job_reader
+from octoprint_safepause.adapter.octoprint_port import state_from_id, wait_for_job_reader
+from octoprint_safepause.core.port import JobInfo
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -1015,7 +1016,7 @@ def flavour_for_gcode(filename: str) -> str:
 def plugin_settings(**overrides) -> dict:
     """Raw settings as the plugin's _raw_settings() returns them: the motion defaults, the plugin's own
     keys, then `overrides`."""
-    from octoprint_safepause import settings_schema
+    from octoprint_safepause.core import settings_schema
 
     values = dict(settings_schema.defaults(), firmware="auto", hold_timeout=2.0, take_over_pause=False)
     values.update(overrides)
@@ -1076,7 +1077,7 @@ def wire_controller(
     start(), the queuing hook and the event callback. `settings`: overrides of `plugin_settings()`; the
     returned `.settings` dict is read at every pause, so a test may change it between pauses. Stop it
     with `unwire_controller`."""
-    from octoprint_safepause.controller import PauseController
+    from octoprint_safepause.core.controller import PauseController
 
     port = port or ComPort(rig)
     wired = WiredController(None, port, plugin_settings(**settings), flavour=flavour)

@@ -35,7 +35,7 @@ from rig import (
     wire_controller,
 )
 
-from octoprint_safepause.controller import IDLE, PAUSED
+from octoprint_safepause.core.controller import IDLE, PAUSED
 from tests.wire_checks import LineLedger
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

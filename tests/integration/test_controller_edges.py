@@ -30,7 +30,7 @@ from rig import (
     wire_kind,
 )
 
-from octoprint_safepause.controller import IDLE, PAUSED, PAUSING, RESUMING, TAG_RESEND, Refused
+from octoprint_safepause.core.controller import IDLE, PAUSED, PAUSING, RESUMING, TAG_RESEND, Refused
 from tests.wire_checks import (
     LineLedger,
     assert_reheated_before_extruding,

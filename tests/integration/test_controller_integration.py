@@ -40,7 +40,7 @@ from rig import (
     wire_kind,
 )
 
-from octoprint_safepause.controller import (
+from octoprint_safepause.core.controller import (
     IDLE,
     PAUSED,
     TAG_PAUSE,

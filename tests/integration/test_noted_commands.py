@@ -9,7 +9,7 @@ import time
 import pytest
 from rig import CORPUS_GCODE, head_and_tail, unwire_controller, wire_controller
 
-from octoprint_safepause.controller import IDLE, PAUSED
+from octoprint_safepause.core.controller import IDLE, PAUSED
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -173,7 +173,7 @@ def test_checker_reports_gaps_duplicates_reorders_and_mismatches():
 
 
 def test_port_satisfies_the_protocol():
-    from octoprint_safepause.port import PrinterPort
+    from octoprint_safepause.core.port import PrinterPort
 
     for name in ("send", "set_hold", "state", "job", "cancel", "profile"):
         assert callable(getattr(ComPort, name)), name

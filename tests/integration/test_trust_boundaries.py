@@ -13,7 +13,7 @@ import time
 import pytest
 from rig import CORPUS_GCODE, LogTrap, check_file_lines, unwire_controller, wire_controller
 
-from octoprint_safepause.controller import IDLE, PAUSED
+from octoprint_safepause.core.controller import IDLE, PAUSED
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -12,7 +12,7 @@ import threading
 
 from octoprint.util.comm import gcode_and_subcode_for_cmd  # what OctoPrint passes the hook as `gcode`
 
-from octoprint_safepause.port import JobInfo
+from octoprint_safepause.core.port import JobInfo
 
 
 class FakeComm:

@@ -1,6 +1,6 @@
 """An independent model of the G-code position and mode arithmetic (and the corpus it is checked on).
 
-Why it is independent of ``octoprint_safepause.gcode``: it was written from Klipper's
+Why it is independent of ``octoprint_safepause.core.gcode``: it was written from Klipper's
 ``klippy/extras/gcode_move.py`` (commit 84104bb) and shares no code or representation with the tracker.
 
 * It tokenises like ``klippy/gcode.py`` (``args_r`` regex split of the upper-cased line, a dict of

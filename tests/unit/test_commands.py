@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from octoprint_safepause.commands import COMMANDS, refusal, run
-from octoprint_safepause.controller import Refused
+from octoprint_safepause.core.commands import COMMANDS, refusal, run
+from octoprint_safepause.core.controller import Refused
 
 
 def handle_command(controller, name, data, user=None, recovery=None, check_settings=None):
@@ -82,7 +82,7 @@ class StubRecovery:
         self.refuse, self.nothing, self.calls = refuse, nothing, []
 
     def recover(self, **choices):
-        from octoprint_safepause.recovery_service import RecoveryRefused
+        from octoprint_safepause.core.recovery.service import RecoveryRefused
 
         if self.refuse:
             raise RecoveryRefused(*self.refuse)

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from octoprint_safepause.controller import (
+from octoprint_safepause.core.controller import (
     IDLE,
     PAUSED,
     PAUSING,
@@ -142,7 +142,7 @@ def test_pause_suppresses_one_line_holds_and_resume_sends_it_once(rig):
 
 
 def test_snapshot_is_the_state_after_the_last_line_sent(rig):
-    from octoprint_safepause.gcode import StateTracker
+    from octoprint_safepause.core.gcode import StateTracker
 
     controller, comm, port, _ = rig
     comm.stream(2000)
@@ -370,7 +370,7 @@ def test_cancel_while_waiting_for_the_hold_acts_at_once(rig):
 
 
 def test_too_many_outside_commands_are_reported_not_hidden(rig, monkeypatch):
-    import octoprint_safepause.shadow as shadow_module
+    import octoprint_safepause.core.shadow as shadow_module
 
     monkeypatch.setattr(shadow_module, "MAX_NOTES", 2)
     controller, comm, port, _ = rig

@@ -17,7 +17,7 @@ import math
 
 import pytest
 
-from octoprint_safepause.gcode import StateTracker
+from octoprint_safepause.core.gcode import StateTracker
 
 from ..corpus import pinned_sums
 from .independent_model import GCODE_DIR, KlipperStyleModel, corpus_files, read_lines

@@ -10,8 +10,8 @@ import re
 import pytest
 from octoprint.printer.profile import PrinterProfileManager
 
-from octoprint_safepause.gcode import FLAVOURS
-from octoprint_safepause.sequences import Volume
+from octoprint_safepause.core.gcode import FLAVOURS
+from octoprint_safepause.core.sequences import Volume
 
 from ..corpus import GCODE_DIR, bundled, gcode_files, pinned_sums
 from ..corpus import scripts_corpus as source  # scripts/corpus.py

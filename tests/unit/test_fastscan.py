@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from octoprint_safepause.gcode import FLAVOURS, StateTracker, fastscan, replay_file
-from octoprint_safepause.gcode.fastscan import build_index, index_info, scan, tracker_at
-from octoprint_safepause.gcode.follower import FileFollower
+from octoprint_safepause.core.gcode import FLAVOURS, StateTracker, fastscan, replay_file
+from octoprint_safepause.core.gcode.fastscan import build_index, index_info, scan, tracker_at
+from octoprint_safepause.core.gcode.follower import FileFollower
 
 from .independent_model import corpus_files
 from .test_replay import octoprint_lines

@@ -1,5 +1,5 @@
-from octoprint_safepause.firmware import _NAME_HINTS, choose_flavour, flavour_from_firmware_name
-from octoprint_safepause.gcode import FLAVOURS
+from octoprint_safepause.core.firmware import _NAME_HINTS, choose_flavour, flavour_from_firmware_name
+from octoprint_safepause.core.gcode import FLAVOURS
 
 
 def test_names_reported_by_real_firmwares():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from octoprint_safepause.gcode import FLAVOURS, PrinterState, StateTracker
+from octoprint_safepause.core.gcode import FLAVOURS, PrinterState, StateTracker
 
 
 def run(text: str, flavour: str) -> PrinterState:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from octoprint_safepause.gcode import parse_line
-from octoprint_safepause.gcode.line import read_number, strip_comment
+from octoprint_safepause.core.gcode import parse_line
+from octoprint_safepause.core.gcode.line import read_number, strip_comment
 
 
 def checksum(s: str) -> int:

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from octoprint_safepause import settings_schema
-from octoprint_safepause.gcode import FLAVOURS
-from octoprint_safepause.native_guard import CANCEL, PAUSE, RESUME, Decision, decide, describe, who
+from octoprint_safepause.adapter.native_guard import CANCEL, PAUSE, RESUME, Decision, decide, describe, who
+from octoprint_safepause.core import settings_schema
+from octoprint_safepause.core.gcode import FLAVOURS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -171,13 +171,13 @@ def _n_marked(path: Path) -> set:
 def test_every_settings_label_and_help_is_marked_for_translation():
     # The settings page shows settings_schema.SCHEMA's texts through _(field.label): they must be in
     # the catalog, i.e. N_()-marked in settings_page.py, word for word.
-    marked = _n_marked(REPO / "octoprint_safepause" / "settings_page.py")
+    marked = _n_marked(REPO / "octoprint_safepause" / "core" / "settings_page.py")
     texts = {t for f in settings_schema.SCHEMA for t in (f.label, f.help) if t}
     assert texts - marked == set()
 
 
 def test_every_settings_field_is_on_the_settings_page():
-    from octoprint_safepause.settings_page import SETTINGS_GROUPS
+    from octoprint_safepause.core.settings_page import SETTINGS_GROUPS
 
     shown = [name for _title, names in SETTINGS_GROUPS for name in names]
     assert sorted(shown) == sorted(f.name for f in settings_schema.SCHEMA)
@@ -255,7 +255,7 @@ def test_preview_refuses_template_lines_the_safety_check_refuses(plugin):
 
 
 def test_preview_uses_the_live_pause_when_there_is_one(plugin):
-    from octoprint_safepause.gcode import StateTracker
+    from octoprint_safepause.core.gcode import StateTracker
 
     tracker = StateTracker("marlin")
     for line in ("G90", "M82", "M104 S200", "G28", "G1 Z0.4 F600", "G1 X50 Y50 E1 F1200"):

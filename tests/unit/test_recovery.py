@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from octoprint_safepause.gcode import FLAVOURS, StateTracker
-from octoprint_safepause.gcode.fastscan import SETTINGS_COMMANDS, build_index, scan
-from octoprint_safepause.recovery import (
+from octoprint_safepause.core.gcode import FLAVOURS, StateTracker
+from octoprint_safepause.core.gcode.fastscan import SETTINGS_COMMANDS, build_index, scan
+from octoprint_safepause.core.recovery.prelude import (
     LAYER,
     POSITION,
     Prelude,
@@ -36,7 +36,7 @@ from octoprint_safepause.recovery import (
     prelude_check,
     settings_from,
 )
-from octoprint_safepause.sequences import MotionSettings, Volume
+from octoprint_safepause.core.sequences import MotionSettings, Volume
 
 from ..corpus import GCODE_DIR as CORPUS
 from ..corpus import bundled

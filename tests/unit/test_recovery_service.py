@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 from octoprint.util.comm import PrintingGcodeFileInformation
 
-from octoprint_safepause import recovery_service
-from octoprint_safepause.gcode import StateTracker, fastscan, replay_file
-from octoprint_safepause.gcode.follower import FileFollower
-from octoprint_safepause.recovery import TAG
-from octoprint_safepause.recovery_service import RecoveryRefused, RecoveryService
+from octoprint_safepause.core.gcode import StateTracker, fastscan, replay_file
+from octoprint_safepause.core.gcode.follower import FileFollower
+from octoprint_safepause.core.recovery import service as recovery_service
+from octoprint_safepause.core.recovery.prelude import TAG
+from octoprint_safepause.core.recovery.service import RecoveryRefused, RecoveryService
 
 from .independent_model import corpus_files
 from .test_replay import octoprint_lines

@@ -6,7 +6,7 @@ import codecs
 
 import pytest
 
-from octoprint_safepause.gcode import StateTracker, replay_file
+from octoprint_safepause.core.gcode import StateTracker, replay_file
 
 from .independent_model import corpus_files, read_lines
 

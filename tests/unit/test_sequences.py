@@ -11,8 +11,8 @@ from dataclasses import replace
 
 import pytest
 
-from octoprint_safepause.gcode import FLAVOURS, StateTracker
-from octoprint_safepause.sequences import (
+from octoprint_safepause.core.gcode import FLAVOURS, StateTracker
+from octoprint_safepause.core.sequences import (
     MotionSettings,
     PausePlan,
     Volume,

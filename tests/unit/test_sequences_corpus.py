@@ -23,9 +23,9 @@ from dataclasses import replace
 
 import pytest
 
-from octoprint_safepause import gcode
-from octoprint_safepause.safety import SafetyCheck
-from octoprint_safepause.sequences import (
+from octoprint_safepause.core import gcode
+from octoprint_safepause.core.safety import SafetyCheck
+from octoprint_safepause.core.sequences import (
     MotionSettings,
     Volume,
     heater_policy,

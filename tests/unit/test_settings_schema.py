@@ -6,8 +6,8 @@ from dataclasses import fields
 
 import pytest
 
-from octoprint_safepause.sequences import MotionSettings
-from octoprint_safepause.settings_schema import (
+from octoprint_safepause.core.sequences import MotionSettings
+from octoprint_safepause.core.settings_schema import (
     FIELDS,
     SCHEMA,
     defaults,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 
-from octoprint_safepause.gcode import StateTracker
-from octoprint_safepause.heater_clock import HeaterClock
-from octoprint_safepause.sequences import MotionSettings
-from octoprint_safepause.shadow import MAX_NOTES, Shadow
+from octoprint_safepause.core.gcode import StateTracker
+from octoprint_safepause.core.heater_clock import HeaterClock
+from octoprint_safepause.core.sequences import MotionSettings
+from octoprint_safepause.core.shadow import MAX_NOTES, Shadow
 
 
 def _file(tmp_path, lines):

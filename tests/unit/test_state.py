@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from octoprint_safepause.gcode import FLAVOURS, PrinterState, StateTracker
-from octoprint_safepause.gcode import state as tracker_module
+from octoprint_safepause.core.gcode import FLAVOURS, PrinterState, StateTracker
+from octoprint_safepause.core.gcode import state as tracker_module
 
 
 def run(text: str, flavour: str = "marlin", **kw) -> PrinterState:
@@ -412,7 +412,7 @@ def _changes(flavour, command) -> bool:
 
 
 def test_modelled_commands_are_the_handler_tables():
-    from octoprint_safepause.gcode import MODELLED_COMMANDS, modelled_commands
+    from octoprint_safepause.core.gcode import MODELLED_COMMANDS, modelled_commands
 
     for flavour in FLAVOURS:
         table = tracker_module._HANDLERS[flavour]
@@ -430,7 +430,7 @@ def test_modelled_commands_are_the_handler_tables():
 
 
 def test_every_modelled_command_changes_something_and_nothing_else_does():
-    from octoprint_safepause.gcode import MODELLED_COMMANDS, modelled_commands
+    from octoprint_safepause.core.gcode import MODELLED_COMMANDS, modelled_commands
 
     for command in sorted(MODELLED_COMMANDS):
         assert any(_changes(flavour, command) for flavour in FLAVOURS), f"{command} changes nothing"
@@ -443,7 +443,7 @@ def test_every_modelled_command_changes_something_and_nothing_else_does():
 
 
 def test_the_controller_notes_every_modelled_command():
-    from octoprint_safepause.controller import NOTED_GCODES
-    from octoprint_safepause.gcode import MODELLED_COMMANDS
+    from octoprint_safepause.core.controller import NOTED_GCODES
+    from octoprint_safepause.core.gcode import MODELLED_COMMANDS
 
     assert MODELLED_COMMANDS <= NOTED_GCODES

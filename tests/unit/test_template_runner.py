@@ -14,9 +14,9 @@ import time
 import psutil
 import pytest
 
-from octoprint_safepause import template_runner, template_worker
-from octoprint_safepause.template_runner import TemplateRunner
-from octoprint_safepause.templates_gcode import TemplateError, check, render
+from octoprint_safepause.core import template_runner, template_worker
+from octoprint_safepause.core.template_runner import TemplateRunner
+from octoprint_safepause.core.templates_gcode import TemplateError, check, render
 
 from .test_templates_gcode import BUILDING_BOMBS, FOLDING_BOMBS, context
 
@@ -268,7 +268,7 @@ def test_close_gc_and_exit_leave_no_process():
     gc.collect()
     assert gone(pid)
 
-    script = "from octoprint_safepause.template_runner import TemplateRunner\nr = TemplateRunner()\nr.start()\nprint(r.worker_pid)"
+    script = "from octoprint_safepause.core.template_runner import TemplateRunner\nr = TemplateRunner()\nr.start()\nprint(r.worker_pid)"
     pid = int(
         subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     )
@@ -287,7 +287,7 @@ def test_start_cost_and_warm_renders_are_small(runner):
 def test_a_worker_whose_parent_died_mid_render_stops_on_its_own():
     script = textwrap.dedent(f"""
         import os, threading, time
-        from octoprint_safepause.template_runner import TemplateRunner
+        from octoprint_safepause.core.template_runner import TemplateRunner
         runner = TemplateRunner(timeout=1.0)
         runner.start()
         print(runner.worker_pid, flush=True)

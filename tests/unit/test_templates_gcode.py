@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from octoprint_safepause.gcode import StateTracker
-from octoprint_safepause.sequences import MotionSettings, Volume, pause_sequence
-from octoprint_safepause.templates_gcode import (
+from octoprint_safepause.core.gcode import StateTracker
+from octoprint_safepause.core.sequences import MotionSettings, Volume, pause_sequence
+from octoprint_safepause.core.templates_gcode import (
     MAX_LINES,
     MAX_OUTPUT_CHARS,
     TemplateError,

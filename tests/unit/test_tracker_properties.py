@@ -8,7 +8,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from octoprint_safepause.gcode import FLAVOURS, StateTracker, parse_line
+from octoprint_safepause.core.gcode import FLAVOURS, StateTracker, parse_line
 
 SETTINGS = settings(max_examples=300, deadline=None)
 

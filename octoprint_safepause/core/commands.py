@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .controller import Refused
-from .recovery_service import RecoveryRefused
+from .recovery.service import RecoveryRefused
 
 # Who may run a command. CONTROL: OctoPrint's PRINT or the plugin's own "Safe pause control";
 # SETTINGS: OctoPrint's SETTINGS. G-code the user typed also needs OctoPrint's own CONTROL (`own_gcode`).

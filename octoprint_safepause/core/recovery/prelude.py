@@ -30,10 +30,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from .gcode.fastscan import ScanResult
-from .gcode.state import KLIPPER, MARLIN, PRUSA, RRF
-from .safety import SafetyCheck
-from .sequences import (
+from ..gcode.fastscan import ScanResult
+from ..gcode.state import KLIPPER, MARLIN, PRUSA, RRF
+from ..safety import SafetyCheck
+from ..sequences import (
     EPS,
     MotionSettings,
     Park,

@@ -40,11 +40,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .gcode import StateTracker, fastscan
-from .recovery import LAYER, POSITION, STARTS, TAG, RecoveryError, build_prelude, prelude_check, settings_from
-from .safety import Problem, plain_line_problem
-from .sequences import MotionSettings, Volume
-from .settings_schema import motion_kwargs
+from ..gcode import StateTracker, fastscan
+from ..safety import Problem, plain_line_problem
+from ..sequences import MotionSettings, Volume
+from ..settings_schema import motion_kwargs
+from .prelude import LAYER, POSITION, STARTS, TAG, RecoveryError, build_prelude, prelude_check, settings_from
 
 STATE_FILE = "recovery.json"
 INDEX_DIR = "recovery-index"

@@ -1,0 +1,52 @@
+"""The narrow "printer port" the core talks to: what it needs of OctoPrint, and nothing more.
+
+The core never touches OctoPrint directly: it gets a port. `adapter/octoprint_port.py` is the one
+implementation over OctoPrint (used by the plugin and by the integration tests, over a real
+`MachineCom`); the unit tests use a fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    origin: str  # "local" or "sdcard"
+    path: str  # OctoPrint's storage path, e.g. "folder/part.gcode"
+    disk_path: str | None  # where the file lies on disk (None for SD prints)
+    name: str
+    size: int | None
+
+
+class PrinterPort(Protocol):
+    def send(self, lines: Iterable[str], tags: set) -> None:
+        """Queue commands; while the job is held they go straight to the send queue, in order."""
+
+    def set_hold(self, value: bool) -> None:
+        """Take or release one count of OctoPrint's job hold. Raises RuntimeError without a connection."""
+
+    def state(self) -> str:
+        """One of: offline, operational, starting, printing, pausing, paused, resuming, cancelling,
+        finishing, error."""
+
+    def job(self) -> JobInfo | None:
+        """The file being printed, or None."""
+
+    def temperatures(self) -> dict:
+        """OctoPrint's current readings: {"tool0": {"actual": .., "target": ..}, "bed": {...}}."""
+
+    def file_position(self) -> int | None:
+        """Byte offset after the last line OctoPrint read from the print file, or None."""
+
+    def cancel(self, tags: set) -> None:
+        """Ask OctoPrint to cancel the print the usual way (its cancel script, events, recovery data)."""
+
+    def profile(self) -> dict:
+        """The current printer profile as a dict (volume, extruder count, heated bed...)."""
+
+    def wait_for_reader(self, timeout: float) -> bool:
+        """Return once OctoPrint's job reader is not between reading a file line and queuing it: a line
+        read before the hold was taken has then been through the queuing hook. False on timeout."""
