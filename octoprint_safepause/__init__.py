@@ -10,7 +10,7 @@ from octoprint.access import USER_GROUP
 from octoprint.access.permissions import Permissions
 
 from .adapter import native_guard
-from .adapter.octoprint_port import OctoPrintPort, state_from_id
+from .adapter.octoprint_port import OctoPrintPort
 from .core import commands, settings_page, settings_schema, status
 from .core.controller import PauseController
 from .core.firmware import choose_flavour, flavour_from_firmware_name
@@ -52,6 +52,7 @@ class SafePausePlugin(
 ):
     def __init__(self):
         self._detected_flavour = None
+        self.port = None
         self.recovery = None
         # Built before OctoPrint injects anything, so that its bound `on_queuing` can be registered
         # as the hook itself (no extra call layer per line); it gets its port in initialize().
@@ -63,19 +64,24 @@ class SafePausePlugin(
     # ~~ lifecycle
 
     def initialize(self):
+        # The one adapter: the controller, the recovery service and the plugin itself reach OctoPrint's
+        # printer, files and profiles through it.
+        self.port = OctoPrintPort(
+            self._printer,
+            self._file_manager,
+            self._printer_profile_manager,
+            load_script=lambda name: self._settings.settings.loadScript("gcode", name, source=True),
+        )
         self.recovery = RecoveryService(
             self.get_plugin_data_folder(),
-            self._file_manager,
-            self._printer,
+            self.port,
             flavour=self._flavour,
             settings=self._raw_settings,
-            profile=self._printer_profile_manager.get_current_or_default,
-            script=lambda name: octoprint.settings.settings().loadScript("gcode", name, source=True),
             emit=self._fire,
             logger=self._logger,
         )
         self.controller.bind(
-            OctoPrintPort(self._printer, self._file_manager, self._printer_profile_manager),
+            self.port,
             emit=self._fire,
             settings=self._raw_settings,
             flavour=self._flavour,
@@ -117,7 +123,7 @@ class SafePausePlugin(
 
     def _check_settings(self, data):
         """(clean values of the schema, errors) for `data` merged over the stored settings."""
-        profile = self._printer_profile_manager.get_current_or_default()
+        profile = self.port.profile()
         candidate = dict(self._raw_settings(), **{k: v for k, v in data.items() if k in SETTINGS_DEFAULTS})
         return settings_schema.validate(candidate, profile)
 
@@ -245,7 +251,7 @@ class SafePausePlugin(
 
     def _port_state(self):
         try:
-            return state_from_id(self._printer.get_state_id())
+            return self.port.state()
         except Exception:
             return None
 
@@ -371,11 +377,11 @@ class SafePausePlugin(
         """The pause and resume G-code for the settings being edited: for the live pause when there is
         one (its state at the hold), else for a sample print on the current printer profile."""
         merged = dict(self._raw_settings(), **values)
-        profile = self._printer_profile_manager.get_current_or_default() or {}
+        profile = self.port.profile() or {}
         setting = merged.get("firmware")
         flavour = choose_flavour(setting, self._detected_flavour)
         live = self.controller.current_pause()
-        temperatures = (self._printer.get_current_temperatures() or {}) if live is not None else None
+        temperatures = self.port.temperatures() if live is not None else None
         return settings_page.preview(
             merged, profile, flavour, live=live, temperatures=temperatures, render=self._web_templates.render
         )

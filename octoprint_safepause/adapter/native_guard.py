@@ -56,7 +56,7 @@ def who(source: str | None) -> str | None:
 
 
 def describe(state: dict, clock: Callable[[float], str] | None = None) -> str:
-    """"since 14:03 (plugin detector: spaghetti)" from a controller state: who paused, when and why."""
+    """ "since 14:03 (plugin detector: spaghetti)" from a controller state: who paused, when and why."""
     clock = clock or (lambda t: time.strftime("%H:%M", time.localtime(t)))
     parts = []
     if state.get("since"):
@@ -103,12 +103,16 @@ def decide(
     if current == "paused":
         if action == "pause":
             return Decision(
-                None, 409, _join("The print is already paused by SafePause", describe(state, clock), "; resume it")
+                None,
+                409,
+                _join("The print is already paused by SafePause", describe(state, clock), "; resume it"),
             )
         return Decision(RESUME, 204)
     if current == "pausing":
         if action == "pause":
-            return Decision(None, 409, _join("SafePause is already pausing the print", describe(state, clock)))
+            return Decision(
+                None, 409, _join("SafePause is already pausing the print", describe(state, clock))
+            )
         return Decision(None, 409, "SafePause is still parking the head; resume once it is paused")
     if current in ("resuming", "cancelling"):
         return Decision(None, 409, f"SafePause is {current} the print; try again in a moment")

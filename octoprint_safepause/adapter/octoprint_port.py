@@ -1,7 +1,9 @@
 """The one OctoPrint adapter: `PrinterPort` over OctoPrint's printer, file manager and profiles.
 
 Duck-typed (it imports nothing from OctoPrint, so the unit tests can hand it fakes); what it calls is
-OctoPrint 1.11's `PrinterInterface`, `FileManager` and `PrinterProfileManager`.
+OctoPrint 1.11's `PrinterInterface`, `FileManager` and `PrinterProfileManager`, plus the two things only
+`MachineCom` has (its job lock and the reader's file position), used here and nowhere else. The user's
+G-code scripts come through `load_script` (OctoPrint's `settings().loadScript`).
 """
 
 from __future__ import annotations
@@ -47,16 +49,20 @@ def state_from_id(state_id: str | None) -> str:
 class OctoPrintPort:
     """PrinterPort over OctoPrint's `PrinterInterface` and file manager."""
 
-    def __init__(self, printer, file_manager, profile_manager):
+    def __init__(self, printer, file_manager, profile_manager, load_script=None):
         self._printer = printer
         self._files = file_manager
         self._profiles = profile_manager
+        self._load_script = load_script
 
     def send(self, lines, tags):
         self._printer.commands(list(lines), tags=set(tags))
 
     def set_hold(self, value):
         self._printer.set_job_on_hold(value)
+
+    def try_hold(self):
+        return self._printer.set_job_on_hold(True, blocking=False) is not False
 
     def state(self):
         return state_from_id(self._printer.get_state_id())
@@ -67,20 +73,20 @@ class OctoPrintPort:
         origin, path = file.get("origin"), file.get("path")
         if not origin or not path:
             return None
-        disk_path = None
-        if origin == "local":
-            try:
-                disk_path = self._files.path_on_disk(origin, path)
-            except Exception:
-                disk_path = None
+        disk_path = self.disk_path(origin, path) if origin == "local" else None
         return JobInfo(origin, path, disk_path, file.get("name") or path, file.get("size"))
 
     def temperatures(self):
         return self._printer.get_current_temperatures() or {}
 
     def file_position(self):
-        progress = self._printer.get_current_data().get("progress") or {}
-        return progress.get("filepos")
+        # the reader's own position: Printer's progress data is only refreshed when it is next published
+        comm = getattr(self._printer, "_comm", None)
+        try:
+            position = comm.getFilePosition() if comm is not None else None
+        except Exception:
+            return None
+        return position["pos"] if position else None
 
     def cancel(self, tags):
         self._printer.cancel_print(tags=set(tags))
@@ -90,3 +96,35 @@ class OctoPrintPort:
 
     def wait_for_reader(self, timeout):
         return wait_for_job_reader(getattr(self._printer, "_comm", None), timeout)
+
+    def disk_path(self, origin, path):
+        try:
+            if origin != "local" or not self._files.file_exists(origin, path):
+                return None
+            return self._files.path_on_disk(origin, path)
+        except Exception:
+            return None
+
+    def recovery_data(self):
+        return self._files.get_recovery_data()
+
+    def save_recovery_data(self, origin, path, pos):
+        self._files.save_recovery_data(origin, path, pos)
+
+    def delete_recovery_data(self):
+        self._files.delete_recovery_data()
+
+    def start_print(self, origin, path, offset, tags):
+        def selected():
+            file = (self._printer.get_current_job() or {}).get("file") or {}
+            return (file.get("origin"), file.get("path")) == (origin, path)
+
+        if not selected():
+            self._printer.select_file(path, origin != "local", printAfterSelect=False)
+            if not selected():
+                raise RuntimeError("OctoPrint could not select the file")
+        self._printer.start_print(pos=offset, tags=set(tags))
+        return self.state()
+
+    def script(self, name):
+        return (self._load_script(name) if self._load_script else None) or ""

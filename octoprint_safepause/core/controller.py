@@ -57,13 +57,9 @@ ENDING_EVENTS = frozenset(
 SHADOW_INTERVAL = 1.0  # s between shadow tracker catch-ups while printing
 
 
-def _comm_in_print(comm) -> bool:
-    """Whether a non-file command belongs to the running print: not the cancel or end script, which
-    go out after the print while its file is still selected (they would enter the next print's state)."""
-    try:
-        return (comm.isPrinting() or comm.isPaused()) and not (comm.isCancelling() or comm.isFinishing())
-    except Exception:
-        return False
+# The print's own states: a command the cancel or end script sends after the print, while its file is
+# still selected, must not enter the next print's state.
+_IN_PRINT = frozenset(["starting", "printing", "pausing", "paused", "resuming"])
 
 
 class Refused(Exception):
@@ -157,7 +153,7 @@ class PauseController:
     def on_queuing(self, comm, phase, cmd, cmd_type, gcode, subcode=None, tags=None, *args, **kwargs):
         if not self._armed:
             if tags and "source:file" not in tags and parse_line(cmd).command in NOTED_GCODES:
-                self._note(comm, cmd, tags)
+                self._note(cmd, tags)
             return None
         if not tags or "source:file" not in tags or TAG_RESEND in tags:
             return None
@@ -173,20 +169,22 @@ class PauseController:
                 # context manager owns the hold mutex and may wait for the job lock this thread holds;
                 # then the controller takes the hold a moment later instead.
                 self._holding = True
-                self._hold_pending = comm.set_job_on_hold(True, blocking=False) is False
+                self._hold_pending = not self._port.try_hold()
                 self._requests.put_nowait(("held", token))
         return (None,)
 
-    def _note(self, comm, cmd, tags) -> None:
-        if any(tag.startswith(OWN_TAG_PREFIX) for tag in tags) or not _comm_in_print(comm):
+    def _note(self, cmd, tags) -> None:
+        if any(tag.startswith(OWN_TAG_PREFIX) for tag in tags):
             return
         try:
-            position = comm.getFilePosition()
+            if self._port.state() not in _IN_PRINT:
+                return
+            job, position = self._port.job(), self._port.file_position()
         except Exception:
-            position = None
-        if not position or position.get("origin") != "local":
             return
-        self._shadow.note(int(position["pos"]), cmd)
+        if job is None or job.origin != "local" or position is None:
+            return
+        self._shadow.note(int(position), cmd)
 
     # ------------------------------------------------------------------ requests (any thread)
 
@@ -668,13 +666,6 @@ class PauseController:
         with self._lock:
             return status.event_payload(dict(status.idle(self._since), **self._token_status(token)))
 
-    def _extruders(self) -> int:
-        """The printer profile's extruder count: OctoPrint drops T<n> beyond it."""
-        try:
-            return max(1, int(((self._port.profile() or {}).get("extruder") or {}).get("count") or 1))
-        except (TypeError, ValueError):
-            return 1
-
     def _current_settings(self):
         """(raw values, printer profile, validated MotionSettings); a refused value falls back to its
         default, so a bad setting can never stop a pause."""
@@ -690,7 +681,7 @@ class PauseController:
     def _new_shadow(self, job: JobInfo):
         """A tracker for the shadow, or (tracker, offset): a recovered print starts at an offset, and its
         state there comes from the checkpoint index instead of a replay of the prefix on this thread."""
-        flavour, tools = self._flavour(), self._extruders()
+        flavour, tools = self._flavour(), Volume.tools_of(self._port.profile())
         if self._recovery is not None:
             seeded = self._recovery.shadow_start(job.origin, job.path, flavour=flavour, tools=tools)
             if seeded is not None:

@@ -22,11 +22,18 @@ class JobInfo:
 
 
 class PrinterPort(Protocol):
+    # ~~ the running print (the controller)
+
     def send(self, lines: Iterable[str], tags: set) -> None:
         """Queue commands; while the job is held they go straight to the send queue, in order."""
 
     def set_hold(self, value: bool) -> None:
         """Take or release one count of OctoPrint's job hold. Raises RuntimeError without a connection."""
+
+    def try_hold(self) -> bool:
+        """From inside OctoPrint's queuing hook: take one count of the hold without waiting. False when
+        another thread owns the hold's mutex (it may wait for the lock the hook's thread holds): then
+        take it later with set_hold(True)."""
 
     def state(self) -> str:
         """One of: offline, operational, starting, printing, pausing, paused, resuming, cancelling,
@@ -50,3 +57,25 @@ class PrinterPort(Protocol):
     def wait_for_reader(self, timeout: float) -> bool:
         """Return once OctoPrint's job reader is not between reading a file line and queuing it: a line
         read before the hold was taken has then been through the queuing hook. False on timeout."""
+
+    # ~~ files and recovery (the recovery service)
+
+    def disk_path(self, origin: str, path: str) -> str | None:
+        """Where a local file lies on disk; None when it does not exist (or is not local)."""
+
+    def recovery_data(self) -> dict | None:
+        """OctoPrint's own recovery data: {origin, path, pos, date} or None."""
+
+    def save_recovery_data(self, origin: str, path: str, pos: int) -> None:
+        """Overwrite OctoPrint's recovery data (its date becomes now)."""
+
+    def delete_recovery_data(self) -> None:
+        """Forget OctoPrint's recovery data."""
+
+    def start_print(self, origin: str, path: str, offset: int, tags: set) -> str:
+        """Select the file (if another is selected) and start printing it at byte `offset`, as OctoPrint's
+        own "start" does (its beforePrintStarted script, events). Returns the state right after, e.g.
+        "starting" or "printing"; RuntimeError when OctoPrint could not select the file."""
+
+    def script(self, name: str) -> str:
+        """The text of one of the user's OctoPrint G-code scripts, e.g. "beforePrintStarted"."""

@@ -63,7 +63,6 @@ class Volume:
             for key in box:
                 if custom.get(key) is not None:
                     box[key] = float(custom[key])
-        extruders = int(((profile.get("extruder") or {}).get("count")) or 1)
         return cls(
             box["x_min"],
             box["x_max"],
@@ -73,8 +72,17 @@ class Volume:
             box["z_max"],
             circular=circular,
             radius=width / 2 if circular else None,
-            extruders=max(1, extruders),
+            extruders=cls.tools_of(profile),
         )
+
+    @staticmethod
+    def tools_of(profile: dict | None) -> int:
+        """The profile's extruder count (1 when it cannot be read): OctoPrint drops T<n> beyond it, so it
+        is also the trackers' `tools`."""
+        try:
+            return max(1, int((((profile or {}).get("extruder") or {}).get("count")) or 1))
+        except (TypeError, ValueError, AttributeError):
+            return 1
 
     def contains(self, x: float, y: float, z: float | None = None, eps: float = 1e-6) -> bool:
         if not (self.x_min - eps <= x <= self.x_max + eps and self.y_min - eps <= y <= self.y_max + eps):

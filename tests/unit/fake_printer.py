@@ -27,27 +27,11 @@ class FakeComm:
         self._handle = open(path, encoding="utf-8-sig", errors="replace", newline="")  # noqa: SIM115 (kept open across calls)
         self.done = False
 
-    # the MachineCom surface the hook uses
+    # the MachineCom surface FakePort uses
     def set_job_on_hold(self, value: bool, blocking: bool = True) -> bool:
         with self.lock:
             self.hold = self.hold + 1 if value else max(0, self.hold - 1)
         return True
-
-    # OctoPrint's state queries, as a printing comm answers them
-    def isPrinting(self):
-        return not self.done
-
-    def isPaused(self):
-        return False
-
-    def isCancelling(self):
-        return False
-
-    def isFinishing(self):
-        return False
-
-    def getFilePosition(self):
-        return {"origin": "local", "filename": self.path, "pos": self.pos}
 
     def stream(self, max_lines: int | None = None) -> int:
         """Send file lines until the hold stops us (or max_lines / EOF); returns lines sent."""
@@ -106,6 +90,9 @@ class FakePort:
         if self.hold_raises:
             raise RuntimeError("No connection to the printer")
         self.comm.set_job_on_hold(value)
+
+    def try_hold(self):
+        return self.comm.set_job_on_hold(True, blocking=False)
 
     def state(self):
         return self.printer_state

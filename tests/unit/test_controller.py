@@ -341,9 +341,9 @@ def test_commands_after_the_print_ended_are_not_noted(rig):
     the next print's state (M104 S0 would make the next pause skip its retract)."""
     controller, comm, port, _ = rig
     comm.stream(1500)
-    comm.done = True  # the comm left the printing states
+    port.printer_state = "cancelling"  # OctoPrint left the print's own states
     comm.command("M104 T0 S0", {"source:job", "script:afterPrintCancelled"})
-    comm.done = False
+    port.printer_state = "printing"
     controller.pause()
     comm.stream()
     assert wait_for(lambda: controller.state == PAUSED)

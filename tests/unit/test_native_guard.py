@@ -203,10 +203,11 @@ class _Profiles:
 @pytest.fixture
 def plugin():
     from octoprint_safepause import SETTINGS_DEFAULTS, SafePausePlugin
+    from octoprint_safepause.adapter.octoprint_port import OctoPrintPort
 
     instance = SafePausePlugin()
     instance._settings = _Settings(dict(SETTINGS_DEFAULTS))
-    instance._printer_profile_manager = _Profiles()
+    instance.port = OctoPrintPort(None, None, _Profiles())  # no print: only the profile is read
     return instance
 
 
@@ -266,7 +267,7 @@ def test_preview_uses_the_live_pause_when_there_is_one(plugin):
             return {"tool0": {"actual": 200.0, "target": 200.0}}
 
     plugin.controller.current_pause = lambda: (tracker.state, SimpleNamespace(flavour="marlin"))
-    plugin._printer = Printer()
+    plugin.port._printer = Printer()
     preview = plugin.preview({})
     assert preview["source"] == "pause" and preview["position"] == {"x": 50.0, "y": 50.0, "z": 0.4}
     assert "G92 E1" in preview["resume"]  # absolute E: the logical E comes back

@@ -24,9 +24,10 @@ from pathlib import Path
 import pytest
 from octoprint.util.comm import PrintingGcodeFileInformation
 
+from octoprint_safepause.adapter.octoprint_port import OctoPrintPort
 from octoprint_safepause.core.gcode import StateTracker, fastscan, replay_file
 from octoprint_safepause.core.gcode.follower import FileFollower
-from octoprint_safepause.core.recovery import service as recovery_service
+from octoprint_safepause.core.recovery import index as recovery_index
 from octoprint_safepause.core.recovery.prelude import TAG
 from octoprint_safepause.core.recovery.service import RecoveryRefused, RecoveryService
 
@@ -181,6 +182,14 @@ class FakePrinter:
         self.state = "OFFLINE"
 
 
+class FakeProfiles:
+    def __init__(self, current):
+        self.current = current
+
+    def get_current_or_default(self):
+        return self.current()
+
+
 class Manual:
     """A spawn that runs background work only when asked (or at once with run_now)."""
 
@@ -219,11 +228,12 @@ def env(tmp_path):
     files = FakeFileManager(uploads, data)
     printer = FakePrinter(files)
 
-    def make(**kw):
+    def make(profile=lambda: PROFILE, script=None, **kw):
         kw.setdefault("flavour", lambda: "marlin")
-        kw.setdefault("profile", lambda: PROFILE)
         kw.setdefault("spawn", Manual())
-        service = RecoveryService(data / "plugin", files, printer, **kw)
+        # the plugin's own adapter over the fakes of OctoPrint's printer, file manager and profiles
+        port = OctoPrintPort(printer, files, FakeProfiles(profile), load_script=script)
+        service = RecoveryService(data / "plugin", port, **kw)
         service.start()
         return service
 
@@ -468,7 +478,7 @@ def test_a_hold_that_ends_badly_points_at_the_held_line(env):
 
 
 def test_large_files_are_analysed_in_the_background(env, monkeypatch):
-    monkeypatch.setattr(recovery_service, "SYNC_SCAN_LIMIT", 10_000)
+    monkeypatch.setattr(recovery_index, "SYNC_SCAN_LIMIT", 10_000)
     spawn = Manual(run_now=False)
     service = env.make(spawn=spawn)
     _print_and_die(env, service)  # its index build is queued, not run

@@ -5,11 +5,19 @@ Nothing here imports OctoPrint, so it runs (and is tested) without it.
 
 from .line import ParsedLine, parse_line
 from .replay import replay_file
-from .state import FLAVOURS, MODELLED_COMMANDS, PrinterState, StateTracker, modelled_commands
+from .state import (
+    FLAVOURS,
+    MODELLED_COMMANDS,
+    PROBING_COMMANDS,
+    PrinterState,
+    StateTracker,
+    modelled_commands,
+)
 
 __all__ = [
     "FLAVOURS",
     "MODELLED_COMMANDS",
+    "PROBING_COMMANDS",
     "ParsedLine",
     "PrinterState",
     "StateTracker",

@@ -37,7 +37,7 @@ from typing import Callable
 
 from .line import ParsedLine, strip_comment
 from .replay import regions
-from .state import EXPORT_VERSION, FLAVOURS, PrinterState, StateTracker
+from .state import EXPORT_VERSION, FLAVOURS, PROBING_COMMANDS, PrinterState, StateTracker
 
 __all__ = [
     "CHECKPOINT_EVERY",
@@ -69,20 +69,15 @@ SETTINGS_COMMANDS = frozenset(
         "SET_PRESSURE_ADVANCE", "SET_VELOCITY_LIMIT", "SET_RETRACTION", "SET_INPUT_SHAPER",
     ]
 )  # fmt: skip
-# Probing, levelling and mesh commands: the mesh a print probed is gone after a reset.
-LEVELLING_COMMANDS = frozenset(
-    [
-        "G29", "G29.1", "G29.2", "G80", "G32", "G33", "G34", "G35", "M420", "BED_MESH_CALIBRATE",
-        "BED_MESH_PROFILE", "QUAD_GANTRY_LEVEL", "Z_TILT_ADJUST", "SCREWS_TILT_CALCULATE",
-    ]
-)  # fmt: skip
+# Probing, levelling and loading a stored mesh: the mesh a print used is gone after a reset.
+LEVELLING_COMMANDS = frozenset().union(*PROBING_COMMANDS.values()) | {"M420", "BED_MESH_PROFILE"}
 
 
 def _code_version() -> str:
     # An index is only valid for the code that wrote it: hash the tracker, the parser and this module.
     h = hashlib.sha1(str(EXPORT_VERSION).encode())
     here = Path(__file__).resolve().parent
-    for name in ("line.py", "state.py", "fastscan.py"):
+    for name in ("line.py", "state.py", "replay.py", "fastscan.py"):
         try:
             h.update((here / name).read_bytes())
         except OSError:

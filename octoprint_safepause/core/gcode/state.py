@@ -1230,6 +1230,12 @@ _MODELLED = {
     for flavour, table in _HANDLERS.items()
 }
 MODELLED_COMMANDS = frozenset().union(*_MODELLED.values())  # for any flavour
+# Per flavour, the commands that move the head where the stream does not say (probing, levelling,
+# calibration; RRF's G30 only probes with P, but moves either way): from the same tables.
+PROBING_COMMANDS = {
+    flavour: frozenset(c for c, handler in table.items() if handler in (_h_probe, _h_r_g30)) | _PROBE_WORDS
+    for flavour, table in _HANDLERS.items()
+}
 
 
 def modelled_commands(flavour: str | None = None) -> frozenset[str]:

@@ -434,7 +434,9 @@ def build_prelude(
     )
 
 
-def prelude_check(at_pos: ScanResult, volume: Volume, position_kept: bool, nozzle_z=None, flavour=None) -> SafetyCheck:
+def prelude_check(
+    at_pos: ScanResult, volume: Volume, position_kept: bool, nozzle_z=None, flavour=None
+) -> SafetyCheck:
     """The one safety check, seeded where a prelude starts: the nozzle at the lowest height it may
     have stopped at (`nozzle_z` when known), over a part as high as the file printed it; with the
     position lost, X and Y unknown and nothing set but the print's Z frame (the one the prelude declares
@@ -446,6 +448,8 @@ def prelude_check(at_pos: ScanResult, volume: Volume, position_kept: bool, nozzl
         start = replace(here, z=z)
     else:
         frame = {"X": 0.0, "Y": 0.0, "Z": oz, "E": 0.0}
-        start = replace(here, x=None, y=None, z=z, e=None, offsets=frame, relative_xyz=None, relative_e=None, units="mm")
+        start = replace(
+            here, x=None, y=None, z=z, e=None, offsets=frame, relative_xyz=None, relative_e=None, units="mm"
+        )
     max_z = here.max_z + oz if here.max_z is not None else None
     return SafetyCheck(volume, start, flavour=flavour or here.flavour, max_z=max_z)

@@ -1,0 +1,137 @@
+"""The state at a position of a print file, fast: checkpoint indexes and file fingerprints.
+
+An index (gcode/fastscan.py) holds the tracker's exported state every 128 KiB of a file. It is built in
+the background when a print starts, for the flavour and the tool count the controller's shadow tracker
+uses, and named after the file's path, fingerprint, flavour, tools and the code version, so an index is
+only ever used for the file and the code that wrote it. The last few are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from ..gcode import StateTracker, fastscan
+
+INDEX_DIR = "recovery-index"
+KEEP_INDEXES = 4
+SYNC_SCAN_LIMIT = 8 * 1024 * 1024  # bytes scanned synchronously when there is no index
+
+
+class Fingerprints:
+    """fastscan.fingerprint, hashed again only when the file's size, mtime or inode changed: every GET of
+    the status asks, and the hashes read 2 MiB."""
+
+    def __init__(self):
+        self._cache: tuple | None = None  # ((path, size, mtime, inode), fingerprint)
+
+    def __call__(self, disk: str) -> dict:
+        st = os.stat(disk)
+        key = (disk, st.st_size, st.st_mtime_ns, st.st_ino)
+        cached = self._cache
+        if cached is None or cached[0] != key:
+            cached = self._cache = (key, fastscan.fingerprint(disk))
+        return cached[1]
+
+
+class IndexStore:
+    """Indexes in `<data folder>/recovery-index`, built on `spawn(fn, name)` threads; the last analysis
+    cached. Thread-safe."""
+
+    def __init__(
+        self, data_folder, *, spawn: Callable[[Callable[[], None], str], Any], logger: logging.Logger
+    ):
+        self._dir = Path(data_folder) / INDEX_DIR
+        self._spawn = spawn
+        self._log = logger
+        self._lock = threading.Lock()
+        self._building: set = set()
+        self._cancel = threading.Event()
+        self._analysis: tuple | None = None  # (key, (at_pos, at_layer))
+
+    def stop(self) -> None:
+        self._cancel.set()
+
+    def path(self, disk: str, fp: dict, flavour: str, tools: int) -> Path:
+        digest = hashlib.sha1(
+            json.dumps([disk, fp, flavour, tools, fastscan.code_version()], sort_keys=True).encode()
+        ).hexdigest()[:20]
+        return self._dir / f"{digest}.idx"
+
+    def build(
+        self, disk: str, fp: dict, flavour: str, tools: int, done: Callable[[], None] | None = None
+    ) -> None:
+        """Build the index in the background unless it exists or is being built."""
+        target = self.path(disk, fp, flavour, tools)
+        with self._lock:
+            if target.exists() or str(target) in self._building:
+                return
+            self._building.add(str(target))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._prune(keep=target)
+
+        def work():
+            try:
+                fastscan.build_index(
+                    disk, flavour, target, cancelled=self._cancel.is_set, yield_every=0.0005, tools=tools
+                )
+            except Exception as error:  # the index only speeds things up; never fail a print for it
+                self._log.warning("SafePause: index of %s not built: %s", disk, error)
+            finally:
+                with self._lock:
+                    self._building.discard(str(target))
+                if done is not None:
+                    done()
+
+        self._spawn(work, "safepause-index")
+
+    def _prune(self, keep: Path) -> None:
+        try:
+            files = sorted(keep.parent.glob("*.idx*"), key=lambda p: p.stat().st_mtime, reverse=True)
+        except OSError:
+            return
+        stems = []
+        for p in files:
+            stem = p.name.split(".idx")[0]
+            if stem not in stems:
+                stems.append(stem)
+        for stem in stems[KEEP_INDEXES - 1 :]:
+            if stem == keep.name.split(".idx")[0]:
+                continue
+            for p in keep.parent.glob(stem + ".idx*"):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+
+    def analyse(self, disk: str, fp: dict, pos: int, flavour: str, tools: int, generation: int):
+        """(the scan at `pos`, the scan at the start of its layer), or None while an index must be built
+        first (a large file without one: the build is started). `generation`: the record's, so that a
+        changed record is analysed afresh even at the same position."""
+        key = (disk, pos, fp["size"], fp["mtime_ns"], flavour, tools, generation)
+        cached = self._analysis
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        index = self.path(disk, fp, flavour, tools)
+        usable = fastscan.index_info(index, disk, flavour, tools=tools)
+        if not (usable.valid and (usable.complete or usable.end >= pos - SYNC_SCAN_LIMIT)):
+            if pos > SYNC_SCAN_LIMIT:
+                self.build(disk, fp, flavour, tools)
+                return None
+            index = None
+        at_pos = fastscan.scan(disk, pos, flavour, index=index, tools=tools)
+        layer = at_pos.resume_layer_pos
+        at_layer = (
+            at_pos if layer == at_pos.end else fastscan.scan(disk, layer, flavour, index=index, tools=tools)
+        )
+        self._analysis = (key, (at_pos, at_layer))
+        return at_pos, at_layer
+
+    def tracker_at(self, disk: str, fp: dict, offset: int, flavour: str, tools: int) -> StateTracker | None:
+        """A tracker with the file's state before `offset`, from the index when there is one."""
+        index = self.path(disk, fp, flavour, tools)
+        return fastscan.tracker_at(disk, offset, flavour, index=index, tools=tools)
