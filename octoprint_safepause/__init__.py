@@ -17,7 +17,9 @@ from .core.firmware import choose_flavour, flavour_from_firmware_name
 from .core.recovery.service import RecoveryRefused, RecoveryService
 from .core.template_runner import TemplateRunner
 
-RECOVERY_EVENTS = frozenset(["PrintStarted", "PrintDone", "PrintFailed", "PrintCancelled", "Disconnected", "Error"])
+RECOVERY_EVENTS = frozenset(
+    ["PrintStarted", "PrintDone", "PrintFailed", "PrintCancelling", "PrintCancelled", "Disconnected", "Error"]
+)
 FORWARDED_EVENTS = frozenset(
     [
         "PrintStarted",

@@ -383,6 +383,9 @@ class PauseController:
         values, profile, settings = self._current_settings()
         volume = Volume.from_profile(profile)
         token.state = self._state_at(token)
+        # On disk before anything moves: if OctoPrint stops or is killed during the hold, the recovery
+        # continues from the held line (nothing runs at a SIGKILL, so not at shutdown only).
+        self._correct_recovery(token)
         token.plan = pause_sequence(token.state, volume, settings, temperatures=self._port.temperatures())
         checked = check_pause(token.state, token.plan, volume)
         if checked.builtin:
@@ -401,6 +404,7 @@ class PauseController:
                 # The safe part (retract, lift, park) first: the user's template, however slow, comes after.
                 self._send(checked.lines, TAG_PAUSE)
                 token.pause_sent = True
+                self._correct_recovery(token)  # now with the lifted nozzle's height
                 self._send(self._pause_template_lines(token, values, profile, settings, volume), TAG_PAUSE)
             except RuntimeError as error:
                 self._connection_lost(token, error)
@@ -527,6 +531,8 @@ class PauseController:
             return
         finally:
             self._release_hold()
+        if self._recovery is not None:
+            self._recovery.hold_released()
         self._emit("resumed", self._event_payload(token))
         self._finish(token.warnings[-1] if checked.user else None)
 

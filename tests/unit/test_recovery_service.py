@@ -459,12 +459,13 @@ def test_a_hold_that_ends_badly_points_at_the_held_line(env):
     assert info["pos"] == held and info["source"] == "hold"
     assert info["prelude"][0] == "G92 Z42.5"  # the pause had lifted the nozzle there
 
-    # a cancel during a hold: OctoPrint records its position only after the hold is released, i.e.
-    # after the correction; the correction is applied again when the event comes
+    # a cancel because of a firmware error during a hold: OctoPrint records its position only after
+    # the hold is released, i.e. after the correction; the correction is applied again at the event
     env.printer.state = "PRINTING"
     env.printer.reader.getNext()
     later = env.printer.reader.getFilepos()
     service.correct_position("local", "part.gcode", later - 10)
+    service.on_event("PrintCancelling", {"origin": "local", "path": "part.gcode", "firmwareError": "MINTEMP"})
     env.printer.cancel_print()
     assert env.files.get_recovery_data()["pos"] == later
     service.on_event("PrintCancelled", {"origin": "local", "path": "part.gcode"})
@@ -475,6 +476,61 @@ def test_a_hold_that_ends_badly_points_at_the_held_line(env):
     env.files.save_recovery_data("local", "part.gcode", 1234)
     service.on_event("PrintFailed", {})
     assert service.get_recovery()["pos"] == 1234
+
+
+def _start(env, service, name="p.gcode", prefix="02"):
+    src, _ = _corpus(prefix)
+    (env.uploads / name).write_bytes(src.read_bytes())
+    env.printer.select_file(name, False)
+    env.printer.start_print()
+    service.on_event("PrintStarted", {"origin": "local", "path": name})
+
+
+@pytest.mark.parametrize("octoprint_wrote", (False, True))
+def test_a_hold_survives_octoprint_stopping_or_being_killed(env, octoprint_wrote):
+    """Held and lifted, then OctoPrint stops (SIGTERM: it writes no recovery data) or is killed (nothing
+    runs at all): the next start offers the held line with the lifted nozzle, not the last periodic
+    position, nor a later one OctoPrint recorded."""
+    service = env.make()
+    _start(env, service)
+    service.note_progress("local", "p.gcode", 150_000)  # the periodic position, older than the hold
+    held = 263_996
+    service.correct_position("local", "p.gcode", held)  # the hold's position, before anything moves
+    service.correct_position("local", "p.gcode", held, z=11.65)  # lifted
+    if octoprint_wrote:
+        env.files.save_recovery_data("local", "p.gcode", held + 120)  # read ahead of the held line
+    info = env.make().get_recovery()  # the next start: no event of the old process ever came
+    assert info["valid"] and info["pos"] == held and info["source"] == "hold"
+    assert info["prelude"][0] == "G92 Z11.65"  # declared where the lifted nozzle is
+    kept = env.make().get_recovery(position_kept=True)
+    travel = next(line for line in kept["prelude"] if line.startswith("G1 Z"))
+    assert float(travel.split()[1][1:]) >= 11.65  # never lowered onto a part taller than the record says
+
+
+def test_a_resumed_hold_no_longer_moves_the_recovery(env):
+    service = env.make(live_interval=0)
+    _start(env, service)
+    service.correct_position("local", "p.gcode", 100_000, z=8.0)
+    service.hold_released()
+    service.note_progress("local", "p.gcode", 200_000)  # printing on after the resume
+    info = env.make().get_recovery()
+    assert info["pos"] == 200_000 and info["source"] == "safepause" and info["prelude"][0] != "G92 Z8"
+
+
+def test_a_print_cancelled_on_purpose_is_not_offered(env):
+    service = env.make()
+    _start(env, service)
+    service.correct_position("local", "p.gcode", 100_000, z=8.0)  # cancelled during a hold
+    env.printer.cancel_print()
+    service.on_event("PrintCancelling", {"origin": "local", "path": "p.gcode"})
+    service.on_event("PrintCancelled", {"origin": "local", "path": "p.gcode"})
+    service.on_event("PrintFailed", {"origin": "local", "path": "p.gcode", "reason": "cancelled"})
+    assert env.files.get_recovery_data() is not None  # OctoPrint's own data is still there
+    assert service.get_recovery() is None and env.make().get_recovery() is None
+    # the same file printed again and dying is offered again
+    env.printer.state = "OPERATIONAL"
+    _print_and_die(env, service, name="p.gcode")
+    assert service.get_recovery()["path"] == "p.gcode"
 
 
 def test_large_files_are_analysed_in_the_background(env, monkeypatch):

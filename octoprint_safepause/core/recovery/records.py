@@ -94,7 +94,12 @@ class RecoveryRecords:
             live = self._data.get("live")
             if live:
                 self._data["live"] = None
-                self._adopt(dict(live, source="safepause"))
+                item = dict(live, source="safepause")
+                fix = self._data.get("correction")
+                if fix and (fix["origin"], fix["path"]) == (item["origin"], item["path"]):
+                    # held when OctoPrint stopped (or was killed): the held line, the lifted nozzle
+                    item.update(pos=fix["pos"], source="hold", z=fix.get("z"))
+                self._adopt(item)
             self._sync()
             self._save()
 
@@ -137,6 +142,28 @@ class RecoveryRecords:
             self._data["live"] = {"origin": origin, "path": path, "pos": int(pos), "date": now}
             self._save()
 
+    def cancelled(self, origin: str, path: str) -> None:
+        """The user cancelled this print on purpose: it is not a print that died, whatever OctoPrint
+        records for it (now or when a hold is released)."""
+        with self.lock:
+            self._load()
+            job = (self._data.get("jobs") or {}).get(_key(origin, path))
+            if job is not None:
+                job["cancelled"] = True
+            self._data.update(live=None, correction=None)
+            record = self._data.get("record")
+            if record and (record.get("origin"), record.get("path")) == (origin, path):
+                self._set_record(None)
+            self._save()
+
+    def hold_released(self) -> None:
+        """A SafePause hold ended well (resumed): its correction no longer applies."""
+        with self.lock:
+            self._load()
+            if self._data.get("correction") is not None:
+                self._data["correction"] = None
+                self._save()
+
     def correct(self, origin: str, path: str, pos: int, z: float | None) -> bool:
         """A SafePause hold ended badly at `pos` (see RecoveryService.correct_position). Returns True when
         OctoPrint's data was rewritten now."""
@@ -150,7 +177,13 @@ class RecoveryRecords:
                 "date": self._clock(),
             }
             record = self._data.get("record")
-            if record and record.get("origin") == origin and record.get("path") == path:
+            started = float(self.job(origin, path).get("started") or 0)
+            # only the record of this print (not an older one of the same file, still offered)
+            if (
+                record
+                and (record.get("origin"), record.get("path")) == (origin, path)
+                and float(record.get("date") or 0) >= started
+            ):
                 self._set_record(dict(record, pos=int(pos), source="hold", z=z))
             done = self._apply_correction()
             self._save()
@@ -256,6 +289,8 @@ class RecoveryRecords:
         if record and float(record.get("date") or 0) > float(item.get("date") or 0):
             return  # ours is newer (a later failure)
         job = (self._data.get("jobs") or {}).get(_key(item["origin"], item["path"])) or {}
+        if job.get("cancelled"):
+            return  # the user cancelled it: not offered (resume from a height still can)
         item["fingerprint"] = job.get("fingerprint")
         item.setdefault("flavour", job.get("flavour"))
         if record != item:

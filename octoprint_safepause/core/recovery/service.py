@@ -77,6 +77,7 @@ class RecoveryService:
         self._recovering = False
         self._resumed: dict | None = None  # the print recover() started: origin, path, offset, fingerprint
         self._last_live = 0.0
+        self._firmware_cancel = False  # OctoPrint cancels on a firmware error too: not the user's doing
 
     # ------------------------------------------------------------------ lifecycle and events
 
@@ -88,7 +89,8 @@ class RecoveryService:
         self._indexes.stop()
 
     def on_event(self, event: str, payload: dict | None) -> None:
-        """OctoPrint events: PrintStarted, PrintDone, PrintFailed, PrintCancelled, Disconnected, Error."""
+        """OctoPrint events: PrintStarted, PrintDone, PrintFailed, PrintCancelling, PrintCancelled,
+        Disconnected, Error."""
         payload = payload or {}
         with self._lock:
             resumed = self._resumed
@@ -98,6 +100,10 @@ class RecoveryService:
                 and (payload.get("origin"), payload.get("path")) != (resumed["origin"], resumed["path"])
             ):
                 self._resumed = None  # the recovered print ended, or another one started
+        if event == "PrintCancelling":
+            self._firmware_cancel = bool(payload.get("firmwareError"))
+        elif event == "PrintCancelled" and not self._firmware_cancel:
+            self._records.cancelled(payload.get("origin"), payload.get("path"))
         if event == "PrintStarted":
             self._on_print_started(payload.get("origin"), payload.get("path"))
         elif event == "PrintDone":
@@ -138,6 +144,10 @@ class RecoveryService:
         position-lost recovery declares that instead of guessing from the file. Returns True when
         OctoPrint's data was rewritten now."""
         return self._records.correct(origin, path, pos, None if z is None else float(z))
+
+    def hold_released(self) -> None:
+        """A SafePause hold was resumed: the position it recorded no longer applies."""
+        self._records.hold_released()
 
     def _tools(self) -> int:
         """How many tools OctoPrint lets through (it drops T<n> beyond the profile's extruders): the
