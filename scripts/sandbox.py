@@ -245,10 +245,21 @@ class Sandbox:
                 process.kill()
                 process.wait()
 
-    def restart(self, timeout: float = 60.0) -> Sandbox:
-        """Stop OctoPrint and start it again on the same base directory and port: its settings, uploads,
-        users and plugin data (e.g. print_recovery_data.yaml, the plugins' data folders) are kept."""
-        self.stop()
+    def kill(self):
+        """SIGKILL: OctoPrint dies at once, nothing of its own or of its plugins runs."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def restart(self, timeout: float = 60.0, kill: bool = False) -> Sandbox:
+        """Stop OctoPrint (SIGTERM, or SIGKILL with `kill`) and start it again on the same base directory
+        and port: its settings, uploads, users and plugin data (e.g. print_recovery_data.yaml, the
+        plugins' data folders) are kept."""
+        if kill:
+            self.kill()
+        else:
+            self.stop()
         return self.start(timeout=timeout)
 
     def cleanup(self):

@@ -349,6 +349,37 @@ def test_hold_ended_by_a_disconnect_recovers_from_the_saved_line(sp_server):
     assert rest[0] == saved_line, f"the saved line {saved_line!r} was not the first one sent, got {rest[:3]}"
 
 
+@pytest.mark.parametrize("how", ("stopped", "killed"))
+def test_octoprint_ending_during_a_hold_recovers_from_the_held_line_at_the_lifted_height(sp_server, how):
+    """Held, lifted and parked; then OctoPrint stops (SIGTERM) or is killed (SIGKILL: nothing of the
+    plugin runs) and starts again. The recovery offered is the held line with the nozzle where the pause
+    lifted it, whatever OctoPrint's own data says, and it continues with the held line exactly once."""
+    start = sp_server.start_print(PAUSE_AT)
+    status, body = sp_server.command("pause", reason="e2e restart during a hold")
+    assert status == 202, (status, body)
+    paused = sp_server.wait_sp("paused")
+    saved_line, filepos = paused["saved_line"], paused["filepos"]
+    sp_server.wait_serial_quiet(start)
+    mark = sp_server.serial_mark()
+    before = [cmd for _, cmd in sp_server.sends(start, mark) if not cmd.startswith("M110")]
+    k = sp_server.held_line_index(filepos)
+    assert before[:k] == [line for line, _ in sp_server.lines[:k]] and len(before) > k
+    sp_server.sb.restart(kill=how == "killed")
+    sp_server.sb.connect(profile="corpus_210x210x205")
+    sp_server.wait_sp("idle")
+
+    rec = get_recovery(sp_server)
+    assert rec is not None and rec["valid"] and rec["source"] == "hold", rec
+    assert rec["pos"] == filepos and sp_server.lines[line_index(sp_server, rec["pos"])][0] == saved_line
+    parked = Firmware("marlin").run(before)
+    assert words(rec["prelude"][0])["Z"] == pytest.approx(parked.logical()[2], abs=TOL), rec["prelude"][0]
+    kept = get_recovery(sp_server, position_kept=True)
+    travel = next(words(line)["Z"] for line in kept["prelude"] if line.startswith("G1 Z"))
+    assert travel >= parked.logical()[2] - TOL, "the position-kept prelude travels below the lifted nozzle"
+    _, rest = recover_and_check(sp_server, dict(rec, z_range=[0.0, 0.0]), before)
+    assert rest[0] == saved_line, f"the saved line {saved_line!r} was not the first one sent, got {rest[:3]}"
+
+
 def test_position_kept_from_the_layer_start(sp_server):
     before, _ = fail_mid_print(sp_server)
     rec = get_recovery(sp_server, position_kept=True, start="layer")
