@@ -54,6 +54,7 @@ class OctoPrintPort:
         self._files = file_manager
         self._profiles = profile_manager
         self._load_script = load_script
+        self._last_comm = None  # the connection seen last: its history outlives its close
 
     def send(self, lines, tags):
         self._printer.commands(list(lines), tags=set(tags))
@@ -82,6 +83,8 @@ class OctoPrintPort:
     def file_position(self):
         # the reader's own position: Printer's progress data is only refreshed when it is next published
         comm = getattr(self._printer, "_comm", None)
+        if comm is not None:
+            self._last_comm = comm
         try:
             position = comm.getFilePosition() if comm is not None else None
         except Exception:
@@ -96,6 +99,16 @@ class OctoPrintPort:
 
     def wait_for_reader(self, timeout):
         return wait_for_job_reader(getattr(self._printer, "_comm", None), timeout)
+
+    def written_commands(self):
+        # MachineCom keeps the last lines it wrote (numbered ones) for resends; Printer drops its comm
+        # when the connection closes, so the one seen last is asked.
+        comm = getattr(self._printer, "_comm", None) or self._last_comm
+        try:
+            history = list(getattr(comm, "_lastLines", None) or ())
+        except Exception:
+            return []
+        return [line.decode("utf-8", "replace") if isinstance(line, bytes) else str(line) for line in history]
 
     def disk_path(self, origin, path):
         try:

@@ -70,7 +70,7 @@ def _cancel(actions, data, source):
 def _recover(actions, data, source):
     if actions.recovery is None:
         return 409, {"error": "recovery is not available"}
-    choices = {key: data[key] for key in ("position_kept", "start", "prelude") if key in data}
+    choices = {key: data[key] for key in ("position_kept", "power_lost", "start", "prelude") if key in data}
     return 202, {"recovery": actions.recovery.recover(**choices)}
 
 
@@ -115,8 +115,9 @@ COMMANDS: dict[str, Command] = {
             {202: "cancelling", 409: "no pause to cancel", **_COMMON}, _cancel,
         ),
         Command(
-            "recover", "recover prints", CONTROL, ("position_kept", "start", "prelude"),
-            "continue a print that died: position_kept true|false, start position|layer, prelude: your own lines",
+            "recover", "recover prints", CONTROL, ("position_kept", "power_lost", "start", "prelude"),
+            "continue a print that died: power_lost true|false, position_kept true|false, "
+            "start position|layer, prelude: your own lines",
             {202: "recovering", 409: "nothing to recover, not operational, a print running", **_COMMON},
             _recover, own_gcode=("prelude",), strict=True,
         ),
@@ -178,11 +179,12 @@ def refusal(name: str, data: Any, can: Callable[[str], bool]) -> str | None:
 def recovery_query(args) -> tuple[dict, str | None]:
     """Choices for GET's `recovery` preview from query parameters; (choices, error or None)."""
     choices = {}
-    kept = args.get("position_kept")
-    if kept is not None:
-        if kept.lower() not in ("true", "false"):
-            return {}, "position_kept must be true or false"
-        choices["position_kept"] = kept.lower() == "true"
+    for name in ("position_kept", "power_lost"):
+        value = args.get(name)
+        if value is not None:
+            if value.lower() not in ("true", "false"):
+                return {}, f"{name} must be true or false"
+            choices[name] = value.lower() == "true"
     start = args.get("start")
     if start is not None:
         choices["start"] = start

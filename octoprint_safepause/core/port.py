@@ -60,6 +60,10 @@ class PrinterPort(Protocol):
 
     # ~~ files and recovery (the recovery service)
 
+    def written_commands(self) -> list[str]:
+        """The last commands the current (or the last closed) connection wrote to the printer, oldest
+        first, as written (without line number and checksum); [] when unknown."""
+
     def disk_path(self, origin: str, path: str) -> str | None:
         """Where a local file lies on disk; None when it does not exist (or is not local)."""
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 import codecs
 import json
 import time
+from collections import deque
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from octoprint.util.comm import PrintingGcodeFileInformation
@@ -283,7 +285,7 @@ def test_a_print_that_died_is_offered_with_its_state_and_prelude(env):
     assert info["origin"] == "local" and info["path"] == "part.gcode" and info["pos"] == pos
     assert info["source"] == "octoprint" and 0.39 < info["progress"] < 0.42
     assert info["state"] == replay_file(target, pos, flavour).state.as_dict()
-    assert info["choices"] == {"position_kept": False, "start": "position"}  # the safer default
+    assert info["choices"] == {"position_kept": False, "start": "position", "power_lost": False}
     assert info["prelude"][0].startswith("G92 Z") and "G28 X Y" in info["prelude"]
     assert info["start"] == info["starts"]["position"] <= pos and info["layer_z"] is not None
     assert info["line"]  # the line the print continues with
@@ -635,3 +637,48 @@ def test_no_shadow_start_for_another_print_a_changed_file_or_a_failed_start(env)
     with pytest.raises(RecoveryRefused):
         service.recover()
     assert service.shadow_start("local", "part.gcode", flavour=flavour, tools=1) is None
+
+
+def _die_with_history(env, service, unsent=2, fraction=0.4):
+    """Print file 02 to `fraction`, the last `unsent` lines read never written; the connection drops.
+    Returns (the file, OctoPrint's read position, the position after the last line written)."""
+    _start(env, service)
+    reader, target = env.printer.reader, env.uploads / "p.gcode"
+    read = []  # (line as sent, position after it)
+    while reader.getFilepos() < target.stat().st_size * fraction:
+        line, _, _ = reader.getNext()
+        read.append((line, reader.getFilepos()))
+    written = [line for line, _ in read[: len(read) - unsent]]
+    written[-3:-3] = ["M105"]  # a temperature poll between file lines
+    env.printer._comm = SimpleNamespace(_lastLines=deque(w.encode() for w in written[-50:]))
+    env.printer.disconnect()
+    service.on_event("Disconnected", {})
+    service.on_event("PrintFailed", {"origin": "local", "path": "p.gcode", "reason": "error"})
+    env.printer.connected, env.printer.state = True, "OPERATIONAL"
+    return target, read[-1][1], read[len(read) - unsent - 1][1]
+
+
+def test_the_printer_stayed_on_it_continues_after_the_last_line_it_got_at_its_exact_height(env):
+    service = env.make()
+    target, read_pos, delivered = _die_with_history(env, service)
+    info = service.get_recovery()
+    assert info["delivered"] is True and info["read_pos"] == read_pos and info["pos"] == delivered < read_pos
+    assert info["start"] == delivered  # the first line never written comes next, once
+    z = replay_file(target, delivered, "marlin").state.z
+    assert info["prelude"][0] == f"G92 Z{z:g}"  # exactly where the last line it got left the nozzle
+    assert not any("stopped between" in w for w in info["warnings"])
+    # after a power loss the buffered moves may not have run: the lowest Z of the window, said so
+    lost = service.get_recovery(power_lost=True)
+    assert lost["choices"]["power_lost"] is True and lost["pos"] == delivered
+    assert lost["prelude"][0] == f"G92 Z{lost['z_range'][0]:g}"
+    # the history survives a restart with the record
+    assert env.make().get_recovery()["pos"] == delivered
+
+
+def test_without_the_written_history_it_says_so_and_takes_the_safe_height(env):
+    service = env.make()
+    _, pos, _ = _print_and_die(env, service)
+    info = service.get_recovery()
+    assert info["delivered"] is False and info["pos"] == info["read_pos"] == pos
+    assert any("which file lines reached the printer is not known" in w for w in info["warnings"])
+    assert info["prelude"][0] == f"G92 Z{info['z_range'][0]:g}"

@@ -22,6 +22,7 @@ from ..gcode import StateTracker, fastscan
 INDEX_DIR = "recovery-index"
 KEEP_INDEXES = 4
 SYNC_SCAN_LIMIT = 8 * 1024 * 1024  # bytes scanned synchronously when there is no index
+KEEP_ANALYSES = 4
 
 
 class Fingerprints:
@@ -53,7 +54,7 @@ class IndexStore:
         self._lock = threading.Lock()
         self._building: set = set()
         self._cancel = threading.Event()
-        self._analysis: tuple | None = None  # (key, (at_pos, at_layer))
+        self._analyses: dict = {}  # key -> (at_pos, at_layer): the read and the delivered position
 
     def stop(self) -> None:
         self._cancel.set()
@@ -113,9 +114,9 @@ class IndexStore:
         first (a large file without one: the build is started). `generation`: the record's, so that a
         changed record is analysed afresh even at the same position."""
         key = (disk, pos, fp["size"], fp["mtime_ns"], flavour, tools, generation)
-        cached = self._analysis
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        cached = self._analyses.get(key)
+        if cached is not None:
+            return cached
         index = self.path(disk, fp, flavour, tools)
         usable = fastscan.index_info(index, disk, flavour, tools=tools)
         if not (usable.valid and (usable.complete or usable.end >= pos - SYNC_SCAN_LIMIT)):
@@ -128,7 +129,9 @@ class IndexStore:
         at_layer = (
             at_pos if layer == at_pos.end else fastscan.scan(disk, layer, flavour, index=index, tools=tools)
         )
-        self._analysis = (key, (at_pos, at_layer))
+        if len(self._analyses) >= KEEP_ANALYSES:
+            self._analyses.pop(next(iter(self._analyses)))
+        self._analyses[key] = (at_pos, at_layer)
         return at_pos, at_layer
 
     def tracker_at(self, disk: str, fp: dict, offset: int, flavour: str, tools: int) -> StateTracker | None:

@@ -125,12 +125,13 @@ class RecoveryRecords:
             self._set_record(None)
             self._save()
 
-    def print_ended(self) -> None:
-        """Failed, cancelled, disconnected, error: adopt what OctoPrint recorded."""
+    def print_ended(self, written: list[str] | None = None) -> None:
+        """Failed, cancelled, disconnected, error: adopt what OctoPrint recorded. `written`: the last
+        commands the connection wrote (which file lines reached the printer), kept with the record."""
         with self.lock:
             self._load()
             self._data["live"] = None
-            self._sync()
+            self._sync(written)
             self._save()
 
     def note_progress(self, origin: str, path: str, pos: int, now: float) -> None:
@@ -256,7 +257,7 @@ class RecoveryRecords:
             )
         return True
 
-    def _sync(self) -> None:
+    def _sync(self, written: list[str] | None = None) -> None:
         """Adopt OctoPrint's recovery data when it is newer than the record (with any correction)."""
         self._apply_correction()
         try:
@@ -279,6 +280,12 @@ class RecoveryRecords:
         fix = self._data.get("correction")
         if fix and fix["origin"] == item["origin"] and fix["path"] == item["path"]:
             item.update(pos=fix["pos"], source="hold", z=fix.get("z"))
+        else:
+            record = self._data.get("record") or {}
+            same = all(record.get(k) == item[k] for k in ("origin", "path", "pos", "date"))
+            written = written or (record.get("written") if same else None)
+            if written:
+                item["written"] = list(written)
         self._adopt(item)
 
     def _adopt(self, item: dict) -> None:

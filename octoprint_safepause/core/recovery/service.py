@@ -31,6 +31,7 @@ from ..gcode import PROBING_COMMANDS, StateTracker, fastscan, parse_line
 from ..safety import Problem, plain_line_problem
 from ..sequences import MotionSettings, Volume
 from ..settings_schema import motion_kwargs
+from . import delivered as delivery
 from .index import Fingerprints, IndexStore
 from .prelude import LAYER, POSITION, STARTS, TAG, RecoveryError, build_prelude, prelude_check, settings_from
 from .records import RecoveryRecords, public
@@ -109,7 +110,11 @@ class RecoveryService:
         elif event == "PrintDone":
             self._records.print_done()
         elif event in ENDED:
-            self._records.print_ended()
+            try:
+                written = [] if event == "PrintCancelled" else self._port.written_commands()
+            except Exception:
+                written = []
+            self._records.print_ended(written)
 
     def _on_print_started(self, origin: str | None, path: str | None) -> None:
         job = None
@@ -218,18 +223,24 @@ class RecoveryService:
             return disk, fp, "the recorded position lies beyond the end of the file", warnings
         return disk, fp, None, warnings
 
-    def get_recovery(self, position_kept: bool | None = None, start: str | None = None) -> dict | None:
+    def get_recovery(
+        self, position_kept: bool | None = None, start: str | None = None, power_lost: bool | None = None
+    ) -> dict | None:
         """The print that can be recovered, with the prelude for the given choices (defaults: position
-        lost, from the recorded position), or None when there is nothing to recover.
+        lost, from the recorded position, the printer stayed on), or None when there is nothing to
+        recover.
 
         ``valid`` False with ``error`` when it cannot be recovered (file gone or changed, SD print);
         ``status`` "analysing" while the state is being rebuilt in the background (call again)."""
-        return self._recovery(position_kept, start)[0]
+        return self._recovery(position_kept, start, power_lost)[0]
 
-    def _recovery(self, position_kept: bool | None, start: str | None) -> tuple[dict | None, Callable | None]:
+    def _recovery(
+        self, position_kept: bool | None, start: str | None, power_lost: bool | None = None
+    ) -> tuple[dict | None, Callable | None]:
         """(get_recovery's answer, a function that returns the safety check seeded where the prelude
         starts, or None while there is no prelude)."""
         position_kept = False if position_kept is None else bool(position_kept)
+        power_lost = False if power_lost is None else bool(power_lost)
         start = start or POSITION
         if start not in STARTS:
             raise RecoveryRefused(f"start must be one of {', '.join(STARTS)}", 400)
@@ -247,7 +258,7 @@ class RecoveryService:
             "valid": False,
             "error": None,
             "status": "ready",
-            "choices": {"position_kept": position_kept, "start": start},
+            "choices": {"position_kept": position_kept, "start": start, "power_lost": power_lost},
             "warnings": [],
         }
         disk, fp, error, warnings = self._check(record)
@@ -259,12 +270,28 @@ class RecoveryService:
             out["error"] = error
             return out, None
         out["valid"] = True
-        flavour = self._flavour()
-        analysis = self._indexes.analyse(disk, fp, int(record["pos"]), flavour, self._tools(), generation)
+        flavour, tools = self._flavour(), self._tools()
+        analysis = self._indexes.analyse(disk, fp, int(record["pos"]), flavour, tools, generation)
+        if analysis is not None:
+            delivered = self._delivered(record, disk, analysis[0])
+            out.update(read_pos=int(record["pos"]), pos=delivered, delivered=delivered is not None)
+            if delivered is not None and delivered != int(record["pos"]):
+                analysis = self._indexes.analyse(disk, fp, delivered, flavour, tools, generation)
         if analysis is None:
             out["status"] = "analysing"
             return out, None
         at_pos, at_layer = analysis
+        if out["pos"] is None:
+            out["pos"] = int(record["pos"])
+        nozzle_z = record.get("z")  # a hold lifted it there, power or not
+        if nozzle_z is None and not power_lost:
+            if out["delivered"]:
+                nozzle_z = at_pos.state.z  # the firmware finished the last line it got: exactly there
+            else:
+                out["warnings"].append(
+                    "which file lines reached the printer is not known: the nozzle height is taken from "
+                    "the last lines read, as after a power loss"
+                )
         state = at_pos.state
         out.update(
             flavour=flavour,
@@ -279,7 +306,7 @@ class RecoveryService:
         )
         profile = self._port.profile() or {}
         try:
-            prelude = self._prelude(at_pos, at_layer, position_kept, start, flavour, record.get("z"), profile)
+            prelude = self._prelude(at_pos, at_layer, position_kept, start, flavour, nozzle_z, profile)
         except RecoveryError as refusal:
             out.update(prelude=None, prelude_error=str(refusal), start=None)
             return out, None
@@ -291,7 +318,21 @@ class RecoveryService:
             warnings=out["warnings"] + prelude.warnings,
         )
         volume = Volume.from_profile(profile)
-        return out, lambda: prelude_check(at_pos, volume, position_kept, record.get("z"), flavour)
+        return out, lambda: prelude_check(at_pos, volume, position_kept, nozzle_z, flavour)
+
+    def _delivered(self, record: dict, disk: str, at_read) -> int | None:
+        """Where the file lines that reached the printer end (OctoPrint's position), or None: the held
+        line for a hold; else the read position less what was read but never written."""
+        if record.get("source") == "hold":
+            return int(record["pos"])
+        written = record.get("written")
+        if not written:
+            return None
+        try:
+            unsent = delivery.unsent_bytes(delivery.file_lines_before(disk, at_read.end_offset), written)
+        except OSError:
+            return None
+        return None if unsent is None else int(record["pos"]) - unsent
 
     def _prelude(
         self, at_pos, at_layer, position_kept: bool, start: str, flavour: str, nozzle_z, profile: dict
@@ -321,12 +362,17 @@ class RecoveryService:
     # ------------------------------------------------------------------ recover
 
     def recover(
-        self, position_kept: bool = False, start: str = POSITION, prelude: list | None = None
+        self,
+        position_kept: bool = False,
+        start: str = POSITION,
+        prelude: list | None = None,
+        power_lost: bool = False,
     ) -> dict:
         """Start the recoverable print at its start point with the prelude first. `prelude`: the lines
         to send instead of the built ones (the user edited them). Raises RecoveryRefused."""
-        if not isinstance(position_kept, bool):
-            raise RecoveryRefused("position_kept must be true or false", 400)
+        for name, value in (("position_kept", position_kept), ("power_lost", power_lost)):
+            if not isinstance(value, bool):
+                raise RecoveryRefused(f"{name} must be true or false", 400)
         if start not in STARTS:
             raise RecoveryRefused(f"start must be one of {', '.join(STARTS)}", 400)
         if prelude is not None:
@@ -336,7 +382,7 @@ class RecoveryService:
             raise RecoveryRefused("the printer is not connected and operational")
         if state != "operational":
             raise RecoveryRefused("a print is running or paused: finish or cancel it first")
-        info, safety = self._recovery(position_kept, start)
+        info, safety = self._recovery(position_kept, start, power_lost)
         if info is None:
             raise RecoveryRefused("there is no print to recover")
         if not info["valid"]:
