@@ -89,8 +89,9 @@ def main():
     import logging
 
     logging.getLogger("octoprint").setLevel(logging.WARNING)
-    from rig import CORPUS_GCODE, ComPort, Rig, check_file_lines, flavour_for_gcode, wire_controller
+    from rig import CORPUS_GCODE, Rig, check_file_lines, flavour_for_gcode, wire_controller
 
+    from octoprint_safepause.adapter.octoprint_port import OctoPrintPort
     from octoprint_safepause.core.controller import IDLE, PAUSED
 
     rng = random.Random(args.seed)
@@ -98,7 +99,7 @@ def main():
     rig = Rig.instance(basedir=basedir)
     rig.connect()
 
-    class TimedPort(ComPort):
+    class TimedPort(OctoPrintPort):
         timeline = None
 
         def set_hold(self, value):
@@ -106,7 +107,7 @@ def main():
             if self.timeline is not None:
                 self.timeline.on_set_hold(value)
 
-    port = TimedPort(rig)
+    port = TimedPort(*rig.port_args)
     wired = wire_controller(rig, port=port, hold_timeout=2.0)
     controller = wired.controller
     timeline = port.timeline = Timeline(controller)

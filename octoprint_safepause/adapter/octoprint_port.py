@@ -8,6 +8,8 @@ G-code scripts come through `load_script` (OctoPrint's `settings().loadScript`).
 
 from __future__ import annotations
 
+import re
+
 from ..core.port import JobInfo
 
 
@@ -57,6 +59,7 @@ class OctoPrintPort:
         self._last_comm = None  # the connection seen last: its history outlives its close
 
     def send(self, lines, tags):
+        self._connected()
         self._printer.commands(list(lines), tags=set(tags))
 
     def set_hold(self, value):
@@ -92,7 +95,13 @@ class OctoPrintPort:
         return position["pos"] if position else None
 
     def cancel(self, tags):
+        self._connected()
         self._printer.cancel_print(tags=set(tags))
+
+    def _connected(self):
+        # Printer.commands and cancel_print do nothing without a connection; the core must know
+        if self.state() in ("offline", "error"):
+            raise RuntimeError("No connection to the printer")
 
     def profile(self):
         return self._profiles.get_current_or_default() or {}
@@ -101,11 +110,17 @@ class OctoPrintPort:
         return wait_for_job_reader(getattr(self._printer, "_comm", None), timeout)
 
     def written_commands(self):
-        # MachineCom keeps the last lines it wrote (numbered ones) for resends; Printer drops its comm
-        # when the connection closes, so the one seen last is asked.
+        # MachineCom keeps the last numbered lines it sends (for resends), adding each *before* writing
+        # it; Printer drops its comm when the connection closes, so the one seen last is asked.
         comm = getattr(self._printer, "_comm", None) or self._last_comm
         try:
             history = list(getattr(comm, "_lastLines", None) or ())
+            failed = _failed_write(list(getattr(comm, "_terminal_log", None) or ()))
+            if failed is not None:
+                # the write of line `failed` raised and the connection closed: it and any after it
+                # were never written
+                unwritten = int(comm._current_line) - failed
+                history = history[: len(history) - unwritten] if 0 < unwritten <= len(history) else []
         except Exception:
             return []
         return [line.decode("utf-8", "replace") if isinstance(line, bytes) else str(line) for line in history]
@@ -141,3 +156,29 @@ class OctoPrintPort:
 
     def script(self, name):
         return (self._load_script(name) if self._load_script else None) or ""
+
+
+_SENT = re.compile(r"^Send: N(\d+) ")
+# MachineCom's messages when a write times out or fails ("trying again" is followed by the error only
+# while the connection is not already closing from its read side)
+_WRITE_FAILED = (
+    "Serial timeout while writing to serial port",
+    "Unexpected error while writing to serial port",
+    "Could not write anything to the serial port",
+)
+
+
+def _failed_write(terminal: list) -> int | None:
+    """The line number whose write failed, from MachineCom's terminal log (its last messages): the last
+    numbered "Send:" followed by a write error and nothing from the printer after it. None when the last
+    writes went through."""
+    number, failed = None, None
+    for message in map(str, terminal):
+        match = _SENT.match(message)
+        if match:
+            number, failed = int(match.group(1)), None
+        elif number is not None and message.startswith(_WRITE_FAILED):
+            failed = number
+        elif message.startswith("Recv:"):
+            failed = None  # the printer answered after it: the retry went through
+    return failed

@@ -87,10 +87,13 @@ def offline(server, timeout=20.0):
     return server.sb.wait_state("Offline", "Error", "Closed", timeout=timeout)
 
 
+DROP = "!!DEBUG:drop_connection"
+
+
 def drop_connection(server):
     """The virtual printer drops the serial line; returns the serial.log offset from before the drop."""
     mark = server.serial_mark()
-    status, body = server.api("POST", "/api/printer/command", {"commands": ["!!DEBUG:drop_connection"]})
+    status, body = server.api("POST", "/api/printer/command", {"commands": [DROP]})
     assert status == 204, (status, body)
     offline(server)
     return mark
@@ -101,8 +104,8 @@ def fail_mid_print(server, at=DROP_AT, restart=False):
     Returns (the file lines sent before the drop, the time of the drop)."""
     start = server.start_print(at)
     dropped_at = time.time()
-    drop_mark = drop_connection(server)
-    sent = file_lines_sent(server, start, drop_mark)
+    drop_connection(server)
+    sent = file_lines_sent(server, start)
     if restart:
         server.sb.restart()
     server.sb.connect(profile="corpus_210x210x205")
@@ -110,13 +113,20 @@ def fail_mid_print(server, at=DROP_AT, restart=False):
     return sent, dropped_at
 
 
-def file_lines_sent(server, start, end) -> list:
-    """The print's lines between two serial.log offsets, without OctoPrint's M110 line number reset;
-    they must be the file's first lines, in order."""
+def file_lines_sent(server, start) -> list:
+    """The print's lines written to the printer after a serial.log offset (serial.log logs each before
+    writing it: a line whose write failed when the connection dropped did not go out), without
+    OctoPrint's M110 line number reset; they must be the file's first lines, in order."""
     expected = [line for line, _ in server.lines]
     # OctoPrint's own line number reset and temperature polls (M105) interleave with the file's lines
     polls = {"M105"} - set(expected)
-    sent = [cmd for _, cmd in server.sends(start, end) if not cmd.startswith("M110") and cmd not in polls]
+    sends = [cmd for _, cmd in server.sends(start)]
+    with open(server.sb.serial_log, "rb") as log:
+        log.seek(start)
+        tail = log.read().decode(errors="replace")
+    if "Unexpected error while writing to serial port" in tail:
+        sends.pop()  # the last one logged is the one whose write failed
+    sent = [cmd for cmd in sends if not cmd.startswith("M110") and cmd not in polls]
     assert sent == expected[: len(sent)], "the first print did not send the file's lines in order"
     return sent
 
@@ -257,7 +267,7 @@ def check_toolpath(server, before: list, prelude: list, rest: list, first: int, 
 
 def recover_and_check(server, rec: dict, before: list, kept: bool = False, start: str = "position"):
     """Recover with these choices (`rec`: GET's answer for them) and check everything that went out."""
-    reply, sends = recover(server, position_kept=kept, start=start)
+    reply, sends = recover(server, position_kept=kept, start=start, power_lost=rec["choices"]["power_lost"])
     assert reply["path"] == server.name and reply["start"] == rec["start"], (reply, rec["start"])
     assert reply["prelude"] == rec["prelude"]
     prelude, rest = split_at_reset(sends)
@@ -265,7 +275,8 @@ def recover_and_check(server, rec: dict, before: list, kept: bool = False, start
     declared = check_prelude_is_safe(prelude, rec, kept=kept)
     first = line_index(server, rec["start"])
     check_rest_exactly_once(server, rest, first)
-    check_toolpath(server, before, prelude, rest, first, declared, rec["z_range"][1] - rec["z_range"][0])
+    exact = rec.get("delivered") and not rec["choices"].get("power_lost")
+    check_toolpath(server, before, prelude, rest, first, declared, 0.0 if exact else rec["z_range"][1] - rec["z_range"][0])
     assert get_recovery(server) is None, "the recovered print is still offered"
     return prelude, rest
 
@@ -276,17 +287,20 @@ def check_offered(server, rec: dict, sent_before: list, since: float):
     assert rec["status"] == "ready" and rec["valid"] is True and rec["error"] is None, rec
     assert rec["origin"] == "local" and rec["path"] == server.name
     sent_end = server.lines[len(sent_before) - 1][1]
-    # OctoPrint records what its reader had read: at or after the last line sent, inside the file
-    assert sent_end <= rec["pos"] < server.size, (sent_end, rec["pos"])
+    # OctoPrint records what its reader had read; SafePause tells which of those lines were written
+    assert sent_end <= rec["read_pos"] < server.size, (sent_end, rec["read_pos"])
+    assert rec["delivered"] is True and rec["pos"] == sent_end, (rec["pos"], sent_end, rec["read_pos"])
     assert rec["progress"] == pytest.approx(rec["pos"] / server.size)
     assert since - 5 <= rec["date"] <= time.time() + 1, rec["date"]
     assert rec["layer_z"] and rec["layer_z"] > 0
     assert rec["state"]["bed_temp"] == 60.0 and rec["state"]["tool_temps"]["0"] > 0
-    assert rec["choices"] == {"position_kept": False, "start": "position"}
+    assert rec["choices"] == {"position_kept": False, "start": "position", "power_lost": False}
     assert rec["start"] == rec["pos"] and rec["prelude"] and rec["prelude_error"] is None
-    # the Z uncertainty is named whenever there is one (where the drop lands depends on timing)
-    z_low, z_high = rec["z_range"]
-    assert any("Z" in w for w in rec["warnings"]) == (z_high - z_low > 1e-6), (rec["z_range"], rec["warnings"])
+    # the printer stayed on: no uncertainty; after a power loss it is named whenever there is one
+    assert not any("stopped between" in w for w in rec["warnings"]), rec["warnings"]
+    lost = get_recovery(server, power_lost=True)
+    z_low, z_high = lost["z_range"]
+    assert any("stopped between" in w for w in lost["warnings"]) == (z_high - z_low > 1e-6), lost["warnings"]
 
 
 # -------------------------------------------------------------------------------------------- tests
@@ -305,6 +319,17 @@ def test_dropped_connection_is_offered_and_recovers_exactly(sp_server):
     layer = get_recovery(sp_server, start="layer")
     assert layer["start"] == layer["starts"]["layer"] <= rec["pos"]
 
+    recover_and_check(sp_server, rec, sent_before)
+
+
+def test_after_a_power_loss_the_lowest_height_of_the_window_is_declared(sp_server):
+    """The buffered moves may not have run: Z is declared at the lowest height of the last lines before
+    the last one written (a print a little too high, never into the part), and the toolpath continues
+    exactly, shifted up by at most the window's height."""
+    sent_before, _ = fail_mid_print(sp_server)
+    rec = get_recovery(sp_server, power_lost=True)
+    assert rec["choices"]["power_lost"] is True and rec["pos"] == sp_server.lines[len(sent_before) - 1][1]
+    assert words(rec["prelude"][0])["Z"] == pytest.approx(rec["z_range"][0])
     recover_and_check(sp_server, rec, sent_before)
 
 
@@ -383,7 +408,7 @@ def test_octoprint_ending_during_a_hold_recovers_from_the_held_line_at_the_lifte
 def test_position_kept_from_the_layer_start(sp_server):
     before, _ = fail_mid_print(sp_server)
     rec = get_recovery(sp_server, position_kept=True, start="layer")
-    assert rec["choices"] == {"position_kept": True, "start": "layer"}
+    assert rec["choices"] == {"position_kept": True, "start": "layer", "power_lost": False}
     assert rec["start"] == rec["layer_pos"] == rec["starts"]["layer"] <= rec["pos"]
     recover_and_check(sp_server, rec, before, kept=True, start="layer")
 

@@ -92,6 +92,7 @@ def test_recover_from_the_sidebar(server, open_page):  # noqa: F811
     dialog = page.locator("#safepause_recovery_dialog")
     expect(dialog).to_be_visible(timeout=UI_TIMEOUT)
     prelude = dialog.locator("[data-test-id=safepause-rec-prelude]")
+    expect(dialog.locator("[data-test-id=safepause-rec-power-on]")).to_be_checked()
     expect(dialog.locator("[data-test-id=safepause-rec-lost]")).to_be_checked()
     expect(dialog.locator("[data-test-id=safepause-rec-position]")).to_be_checked()
     expect(prelude).to_have_value("\n".join(rec["prelude"]), timeout=UI_TIMEOUT)
@@ -109,6 +110,11 @@ def test_recover_from_the_sidebar(server, open_page):  # noqa: F811
     if layer["line"]:
         expect(dialog.locator("[data-test-id=safepause-rec-line]")).to_have_text(layer["line"])
     ui.shot("recovery-dialog-kept-layer")
+    power = recovery(server, power_lost="true", position_kept="true", start="layer")
+    dialog.locator("[data-test-id=safepause-rec-power-lost]").check()
+    expect(prelude).to_have_value("\n".join(power["prelude"]), timeout=UI_TIMEOUT)
+    dialog.locator("[data-test-id=safepause-rec-power-on]").check()
+    expect(prelude).to_have_value("\n".join(layer["prelude"]), timeout=UI_TIMEOUT)
 
     # back to the defaults, one line added by hand, confirmed
     dialog.locator("[data-test-id=safepause-rec-lost]").check()

@@ -1,9 +1,9 @@
-"""Fixtures for the in-process integration tests (real MachineCom + VirtualPrinter, see rig.py).
+"""Fixtures for the in-process integration tests (real Printer + MachineCom + VirtualPrinter, see rig.py).
 
 `rig_session`: the one process-wide rig (OctoPrint's singletons allow only one), connected.
 `rig`: the same rig, reset before and after each test (hooks and callbacks removed, print ended, leaked
-holds released, captures cleared, reconnected if the test broke the connection).
-`port`: a `ComPort` (the controller's printer port) over the rig.
+holds released, file deselected, captures cleared, reconnected if the test broke the connection).
+`port`: the plugin's real printer port (`OctoPrintPort`) over the rig's Printer, as the plugin builds it.
 On failure the rig's logs and the captured line stream go to test-artifacts/integration/<test>/.
 """
 

@@ -1,16 +1,22 @@
-"""In-process integration rig: OctoPrint's real `MachineCom` against its real `VirtualPrinter`.
+"""In-process integration rig: OctoPrint's real `Printer` and `MachineCom` against its real `VirtualPrinter`.
 
-Follows notes/octoprint-1.11-internals.md §6 ("Standalone use without a server"). OctoPrint's settings,
-plugin manager and event manager are process-wide singletons, so there is ONE `Rig` per process
-(`Rig.instance()`); tests share it and swap hooks through `rig.hooks` (read at call time, so no
-reconnect is needed), while `connect()` builds a fresh `MachineCom` + `VirtualPrinter` when needed.
+Follows notes/octoprint-1.11-internals.md §6 ("Standalone use without a server"), one step further up:
+the rig builds OctoPrint's own `Printer` over a real `FileManager` (local storage in the basedir's
+uploads folder, gcode analysis off) and connects it to the virtual printer, so the events, the job
+scripts and the job data are OctoPrint's. `rig.port()` is the plugin's real adapter (`OctoPrintPort`)
+over what OctoPrint injects into the plugin. OctoPrint's settings, plugin manager and event manager are
+process-wide singletons, so there is ONE `Rig` per process (`Rig.instance()`); tests share it and swap
+hooks through `rig.hooks` (read at call time, so no reconnect is needed), while `connect()` has the
+Printer make a fresh `MachineCom` + `VirtualPrinter` when needed.
 
 Ground truth is taken at the virtual printer's `write`: every line that reached the firmware, in
 order, with `N<n> ` and `*checksum` stripped and resent line numbers counted once. Each line carries
 the tags OctoPrint had for it (taken in the `sending` phase right before the write and confirmed in the
 `sent` phase right after it, both on the sending thread); out-of-band writes (emergency M108) have
-`tags=None`. Moves, heat-ups and dwells are instant by default (`connect(speed=...)` to slow them):
-a corpus file of 7.6k lines streams in ~1.5 s, the 80k-line ones in ~20 s.
+`tags=None`. State changes are recorded as MachineCom makes them (on its threads); events as a plugin
+gets them, on OctoPrint's event-bus thread. Moves, heat-ups and dwells are instant by default
+(`connect(speed=...)` to slow them): a corpus file of 7.6k lines streams in ~1.5 s, the 80k-line ones
+in ~20 s.
 
     rig = Rig.instance()
     rig.connect()
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import filecmp
 import logging
 import math
 import os
@@ -41,15 +48,21 @@ from typing import Callable
 
 import octoprint.plugin
 import octoprint.settings
+from octoprint import octoprint_plugin_inject_factory
 from octoprint.events import Events, eventManager
+from octoprint.filemanager import FileDestinations, FileManager
+from octoprint.filemanager.analysis import AnalysisQueue, GcodeAnalysisQueue
+from octoprint.filemanager.storage import LocalFileStorage
+from octoprint.filemanager.util import DiskFileWrapper
 from octoprint.plugins.virtual_printer import VirtualPrinterPlugin
 from octoprint.plugins.virtual_printer.virtual import VirtualPrinter
 from octoprint.printer.profile import PrinterProfileManager
+from octoprint.printer.standard import Printer
 from octoprint.util import comm as comm_module
 from octoprint.util import dict_merge
-from octoprint.util.comm import MachineCom, MachineComPrintCallback, PrintingGcodeFileInformation
+from octoprint.util.comm import MachineCom, PrintingGcodeFileInformation
 
-from octoprint_safepause.adapter.octoprint_port import state_from_id, wait_for_job_reader
+from octoprint_safepause.adapter.octoprint_port import OctoPrintPort, state_from_id
 from octoprint_safepause.core.port import JobInfo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,7 +86,7 @@ HOOK_NAMES = {
 }
 PLUGIN_ID = "safepause"  # hooks are registered under our id, so rewrites get the tag "plugin:safepause"
 
-# Events the rig fires on OctoPrint's event bus (emulating what `Printer` fires from the comm callbacks).
+# Events the rig records from OctoPrint's event bus (all fired by `Printer`).
 PRINT_EVENTS = (
     Events.PRINT_STARTED,
     Events.PRINT_DONE,
@@ -88,6 +101,12 @@ PRINT_EVENTS = (
     Events.ERROR,
 )
 TERMINAL_EVENTS = (Events.PRINT_DONE, Events.PRINT_CANCELLED, Events.PRINT_FAILED)
+FLUSH_EVENT = "SafePauseRigFlush"  # the rig's own, fired to see every event fired before it delivered
+
+# MachineCom's state constants by id ("PRINTING", ...): `on_comm_state_change` gets the constant
+STATE_IDS = {
+    getattr(MachineCom, name): name[len("STATE_") :] for name in dir(MachineCom) if name.startswith("STATE_")
+}
 
 _NUMBERED = re.compile(r"^N(-?\d+)\s+(.*?)\*\d+$")
 _M110 = re.compile(r"^M110(?:\s+N(-?\d+))?", re.IGNORECASE)
@@ -406,84 +425,20 @@ class RigVirtualPrinter(VirtualPrinter):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# callbacks: what `Printer` would do on top of MachineCom
+# OctoPrint's printer, tapped
 
 
-class RigCallback(MachineComPrintCallback):
-    """Records state changes and fires (on OctoPrint's event bus) the events `Printer` would fire, and
-    runs the job scripts `Printer` would run (`part_of_job=True`, so a job hold defers them as in OctoPrint)."""
+class RigPrinter(Printer):
+    """OctoPrint's `Printer` as it is (events, job scripts, job data), plus a tap: every state change is
+    recorded (with its time) right as MachineCom makes it, on MachineCom's thread."""
 
-    def __init__(self, rig: Rig):
+    def __init__(self, rig: Rig, *args):
         self._rig = rig
-        self.comm: MachineCom | None = None  # set right after construction
-
-    def __getattribute__(self, name):
-        # a closed MachineCom's threads may still call back while the next connection runs: drop those
-        get = object.__getattribute__
-        if (
-            name.startswith("on_comm_")
-            and name != "on_comm_state_change"
-            and get(self, "comm") is not get(self, "_rig").comm
-        ):
-            return lambda *args, **kwargs: None
-        return get(self, name)
-
-    def on_comm_log(self, message):
-        self._rig._log_lines.append(message)
+        super().__init__(*args)
 
     def on_comm_state_change(self, state):
-        if self.comm is self._rig.comm:
-            self._rig._state_changed(state)
-
-    def on_comm_print_job_started(self, suppress_script=False, user=None):
-        payload = self._rig._job_payload()
-        self._rig._fire(Events.PRINT_STARTED, payload)
-        if not suppress_script:
-            self._rig._script("beforePrintStarted", payload)
-
-    def on_comm_print_job_done(self, suppress_script=False):
-        payload = self._rig._job_payload(time=self._rig.comm.getPrintTime())
-        self._rig._fire(Events.PRINT_DONE, payload)
-        if not suppress_script:
-            self._rig._script("afterPrintDone", payload)
-
-    def on_comm_print_job_failed(self, reason=None):
-        self._rig._fire(Events.PRINT_FAILED, self._rig._job_payload(reason=reason or "error"))
-
-    def on_comm_print_job_cancelling(self, firmware_error=None, user=None):
-        payload = self._rig._job_payload()
-        if firmware_error:
-            payload["firmwareError"] = firmware_error
-        self._rig._fire(Events.PRINT_CANCELLING, payload)
-
-    def on_comm_print_job_cancelled(self, suppress_script=False, user=None):
-        comm = self._rig.comm
-        payload = self._rig._job_payload(
-            position=comm.cancel_position.as_dict() if comm.cancel_position else None,
-            fileposition=(comm.getFilePosition() or {}).get("pos"),
-            progress=comm.getPrintProgress(),
-        )
-        self._rig._fire(Events.PRINT_CANCELLED, payload)
-        if not suppress_script:
-            self._rig._script("afterPrintCancelled", payload)
-        self._rig._fire(Events.PRINT_FAILED, dict(payload, reason="cancelled"))
-
-    def on_comm_print_job_paused(self, suppress_script=False, user=None):
-        comm = self._rig.comm
-        payload = self._rig._job_payload(
-            position=comm.pause_position.as_dict() if comm.pause_position and not suppress_script else None,
-            fileposition=(comm.getFilePosition() or {}).get("pos"),
-            progress=comm.getPrintProgress(),
-        )
-        self._rig._fire(Events.PRINT_PAUSED, payload)
-        if not suppress_script:
-            self._rig._script("afterPrintPaused", payload)
-
-    def on_comm_print_job_resumed(self, suppress_script=False, user=None):
-        payload = self._rig._job_payload()
-        self._rig._fire(Events.PRINT_RESUMED, payload)
-        if not suppress_script:
-            self._rig._script("beforePrintResumed", payload)
+        super().on_comm_state_change(state)  # first: after a close, waiters must find the comm dropped
+        self._rig._state_changed(STATE_IDS.get(state, "UNKNOWN"))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -518,6 +473,8 @@ class Rig:
         self.basedir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(sandbox.test_config_path(), self.basedir / "config.yaml")
         self.settings = octoprint.settings.settings(init=True, basedir=str(self.basedir))
+        # an analysis of every file put into storage would compete with the print for the CPU
+        self.settings.set(["gcodeAnalysis", "runAt"], "never")
         self.logs = self.basedir / "logs"
         self.logs.mkdir(exist_ok=True)
         self._setup_logging(serial_log)
@@ -534,8 +491,23 @@ class Rig:
         )
         self.events = eventManager()
         for name in PRINT_EVENTS:
-            self.events.subscribe(name, self._deliver)
+            self.events.subscribe(name, self._on_event)
+        self.events.subscribe(FLUSH_EVENT, self._on_flush)
         self.events.fire(Events.STARTUP)  # the bus holds every event back until Startup
+
+        # OctoPrint's file storage and printer, built as its server builds them (no slicing)
+        analysis_queue = AnalysisQueue({"gcode": GcodeAnalysisQueue})
+        uploads = LocalFileStorage(self.settings.getBaseFolder("uploads"))
+        self.file_manager = FileManager(
+            analysis_queue, None, self.profiles, initial_storage_managers={FileDestinations.LOCAL: uploads}
+        )
+        self.file_manager.initialize()
+        self.printer = RigPrinter(self, self.file_manager, analysis_queue, self.profiles)
+        # what the plugin's initialize() hands OctoPrintPort: the printer as OctoPrint injects it into a
+        # plugin (a proxy adding "source:plugin" and "plugin:safepause" to the tags), files, profiles
+        injected = octoprint_plugin_inject_factory(self.settings, {"printer": self.printer})
+        plugin_printer = injected(PLUGIN_ID, octoprint.plugin.OctoPrintPlugin())["printer"]
+        self.port_args = (plugin_printer, self.file_manager, self.profiles)
 
         # swappable per test: rig.hooks["queuing"] = fn  (same signatures as OctoPrint's hooks)
         self.hooks: dict[str, Callable] = {}
@@ -543,17 +515,18 @@ class Rig:
         self.on_print_event: Callable[[str, dict], None] | None = None  # event-bus thread
 
         self.capture = Capture()
-        self.comm: MachineCom | None = None
-        self._closed_comm: MachineCom | None = None  # closed by itself (error), threads not reaped yet
-        self.printer: RigVirtualPrinter | None = None
-        self.job: JobInfo | None = None
+        self._connection: MachineCom | None = None  # the last connection's comm, until reaped
+        self.virtual_printer: RigVirtualPrinter | None = None
         self.speed: float | None = None
         self._virtual_overrides: dict = {}
+        self._profile: str | None = None  # the profile to connect with (None: OctoPrint's default)
         self._cond = threading.Condition()
         self._state_id = "OFFLINE"
         self._state_changes: list[StateChange] = []
-        self._events: list[tuple] = []  # (name, payload) as fired, in firing order
-        self._log_lines = []
+        self._events: list[tuple] = []  # (name, payload) in the bus's order
+        self._bus_state = "offline"  # the last PrinterStateChanged's state (port string; it has no old one)
+        self._flushes = 0  # FLUSH_EVENTs fired / delivered
+        self._flushed = 0
         self.setup_seconds = time.monotonic() - t0
 
     # ----- plumbing
@@ -620,7 +593,7 @@ class Rig:
             return None
         data_folder = self.basedir / "data" / "virtual_printer"
         data_folder.mkdir(parents=True, exist_ok=True)
-        self.printer = RigVirtualPrinter(
+        self.virtual_printer = RigVirtualPrinter(
             _OverlaySettings(self._vp_settings, self._virtual_overrides),
             self.profiles,
             data_folder=str(data_folder),
@@ -629,70 +602,62 @@ class Rig:
             capture=self.capture,
             speed=self.speed,
         )
-        return self.printer
+        return self.virtual_printer
 
     def _virtual_setting(self, path):
         return _OverlaySettings(self._vp_settings, self._virtual_overrides).get(path)
 
-    def _state_changed(self, state):
-        comm = self.comm
-        new = comm.getStateId(state)
-        closed = new in ("CLOSED", "CLOSED_WITH_ERROR")
+    def _state_changed(self, new: str):
         with self._cond:
             old, self._state_id = self._state_id, new
             self._state_changes.append(StateChange(old, new, time.monotonic()))
-            if closed:
-                # like Printer: no comm after a close, so the port raises RuntimeError
-                self.comm, self._closed_comm = None, comm
             self._cond.notify_all()
-        if old == "PRINTING" and new in ("CLOSED", "ERROR", "CLOSED_WITH_ERROR") and self.job:
-            self._fire(Events.PRINT_FAILED, self._job_payload(reason="error", error=comm.getErrorString()))
-        if closed:
-            self._fire(Events.DISCONNECTED, None)
-        if new == "ERROR":
-            self._fire(Events.ERROR, {"error": comm.getErrorString()})
-        # Printer reports a closed connection as OFFLINE (it has dropped its comm by then)
-        self._fire(
-            Events.PRINTER_STATE_CHANGED, {"state_id": "OFFLINE" if closed else new, "old_state_id": old}
-        )
-        if new == "OPERATIONAL" and old in ("OFFLINE", "OPEN_SERIAL", "DETECT_SERIAL", "CONNECTING"):
-            self._fire(Events.CONNECTED, {"port": "VIRTUAL", "baudrate": 115200})
 
-    def _fire(self, name, payload):
+    def _on_event(self, name, payload):
+        # OctoPrint's event-bus thread, like a plugin's on_event: record, then hand on
         with self._cond:
             self._events.append((name, payload))
             self._cond.notify_all()
-        self.events.fire(name, payload)
-
-    def _deliver(self, name, payload):
-        # runs on OctoPrint's event-bus thread, like a plugin's on_event
         try:
             if name == Events.PRINTER_STATE_CHANGED:
+                old, self._bus_state = self._bus_state, state_from_id(payload["state_id"])
                 if self.on_state_change:
-                    self.on_state_change(
-                        state_from_id(payload["old_state_id"]), state_from_id(payload["state_id"])
-                    )
+                    self.on_state_change(old, self._bus_state)
             elif self.on_print_event:
                 self.on_print_event(name, payload)
         except Exception:
             log.exception("rig event handler failed for %s", name)
 
-    def _job_payload(self, **extra):
-        job = self.job
-        payload = {"name": job.name, "path": job.path, "origin": job.origin, "size": job.size} if job else {}
-        payload.update(extra)
-        return payload
+    def _on_flush(self, _name, flush):
+        with self._cond:
+            self._flushed = flush
+            self._cond.notify_all()
 
-    def _script(self, name, payload):
-        if self.comm is not None:
-            self.comm.sendGcodeScript(
-                name, part_of_job=True, replacements={"event": payload}, tags={"trigger:printer.script"}
-            )
+    def _settle(self, timeout: float = 10.0):
+        """Let every event of what happened so far arrive (before a new print's events are counted).
+        Printer fires PrintFailed after a cancel or an error, and logs a print's end, from short threads
+        of its own (targets `finalize`, `log_print`): join those, then send a marker through the bus."""
+        for thread in threading.enumerate():
+            if thread.name.endswith(("(finalize)", "(log_print)")):
+                thread.join(timeout)
+        with self._cond:
+            self._flushes += 1
+            flush = self._flushes
+        self.events.fire(FLUSH_EVENT, flush)
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._flushed >= flush, timeout):
+                raise TimeoutError(f"the event bus did not deliver within {timeout}s")
 
     # ----- connection
 
+    @property
+    def comm(self) -> MachineCom | None:
+        """The Printer's MachineCom; None without a connection (Printer drops it when it closes)."""
+        return self.printer._comm
+
     def connect(self, timeout: float = 15.0, speed: float | None = None, virtual: dict | None = None):
-        """Connect (a fresh MachineCom + VirtualPrinter) and wait for Operational. `speed`: see
+        """Connect as OctoPrint does (`printer.connect` with the profile of `use_profile`, at first
+        OctoPrint's default: a fresh MachineCom + VirtualPrinter) and wait for Operational. `speed`: see
         RigVirtualPrinter (None: instant moves). `virtual`: overrides of the virtual printer's settings,
         e.g. {"numExtruders": 2}. Reconnects if already connected with other parameters."""
         virtual = virtual or {}
@@ -703,14 +668,10 @@ class Rig:
         self.speed, self._virtual_overrides = speed, virtual
         with self._cond:
             self._state_id = "OFFLINE"
-        callback = RigCallback(self)
-        self.comm = callback.comm = MachineCom(
-            "VIRTUAL", 115200, callbackObject=callback, printerProfileManager=self.profiles
-        )
-        self.comm.start()
+        self.printer.connect(port="VIRTUAL", baudrate=115200, profile=self._profile)
+        comm = self._connection = self.comm
         self.wait_state("operational", timeout=timeout)
         # let the on-connect burst (M110, M115, M155) finish so it does not mix into the next capture
-        comm = self.comm
         self.wait_for(
             lambda: (
                 comm._firmware_info_received
@@ -722,18 +683,19 @@ class Rig:
         return self
 
     def disconnect(self, timeout: float = 10.0):
-        comm, self._closed_comm = self.comm or self._closed_comm, None
+        comm, self._connection = self._connection, None
         if comm is None:
             return
-        comm.close(wait=False)  # -> CLOSED -> self.comm = None (a no-op if it closed itself on an error)
+        # Not printer.disconnect(): its close(wait=True) waits up to 10 s for queues that a test may have
+        # left stuck. -> CLOSED: Printer drops its comm (a no-op if it closed itself on an error).
+        comm.close(wait=False)
         # The send loop would wait for an "ok" forever (a daemon-thread leak in OctoPrint too). Set the
         # inner Event: close() leaves the CountedEvent's mutex acquired by whichever thread closed.
         comm._clear_to_send._event.set()
         for thread in (comm.monitoring_thread, comm.sending_thread):
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(timeout)
-        self.comm = None
-        self.printer = None
+        self.virtual_printer = None
 
     def shutdown(self):
         self.disconnect()
@@ -746,9 +708,8 @@ class Rig:
     # ----- state
 
     def state_id(self) -> str:
-        """MachineCom's state id, e.g. "PRINTING"; "OFFLINE" without a connection."""
-        comm = self.comm
-        return comm.getStateId() if comm is not None else "OFFLINE"
+        """MachineCom's state id as Printer reports it, e.g. "PRINTING"; "OFFLINE" without a connection."""
+        return self.printer.get_state_id()
 
     def state(self) -> str:
         return state_from_id(self.state_id())
@@ -758,7 +719,8 @@ class Rig:
             return list(self._state_changes)
 
     def fired(self, name: str | None = None) -> list:
-        """Events fired so far (synchronously recorded; `on_print_event` gets them later on the bus)."""
+        """Events so far, as a plugin gets them: on the event bus, a moment after they were fired (wait for
+        one with wait_event / wait_done)."""
         with self._cond:
             return [e for e in self._events if name is None or e[0] == name]
 
@@ -777,7 +739,7 @@ class Rig:
         return self.state_id()
 
     def wait_event(self, name: str, timeout: float = 10.0, since: int = 0) -> dict:
-        """Wait until event `name` has been fired (counting from index `since` in `fired()`)."""
+        """Wait until event `name` has arrived (counting from index `since` in `fired()`)."""
         with self._cond:
             ok = self._cond.wait_for(lambda: any(e[0] == name for e in self._events[since:]), timeout)
             if not ok:
@@ -787,16 +749,15 @@ class Rig:
     def wait_done(self, timeout: float = 60.0) -> str:
         """Wait until the current print ends and the printer is operational again. Returns the first
         terminal event of the job: "PrintDone", "PrintCancelled" or "PrintFailed"."""
-        start = self._job_events_start
 
         def finished():
-            ended = any(e[0] in TERMINAL_EVENTS for e in self._events[start:])
+            ended = any(e[0] in TERMINAL_EVENTS for e in self._events)
             return ended and self.state_id() in ("OPERATIONAL", "OFFLINE", "ERROR")
 
         with self._cond:
             if not self._cond.wait_for(finished, timeout):
                 raise TimeoutError(f"print not finished after {timeout}s; {self.diagnose()}")
-            return next(e[0] for e in self._events[start:] if e[0] in TERMINAL_EVENTS)
+            return next(e[0] for e in self._events if e[0] in TERMINAL_EVENTS)
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.005):
         """Poll `predicate` (for conditions the rig has no event for, e.g. a line count)."""
@@ -811,52 +772,88 @@ class Rig:
         pos = comm.getFilePosition() if comm else None
         hold = comm._job_on_hold.counter if comm else None
         last = [r.cmd for r in self.capture.records()[-5:]]
-        return (
-            f"state={self.state_id()} filepos={pos} hold={hold} last_sent={last} log={self._log_lines[-5:]}"
-        )
+        log_lines = list(self.printer._log)[-5:]  # Printer keeps the terminal's last lines
+        return f"state={self.state_id()} filepos={pos} hold={hold} last_sent={last} log={log_lines}"
 
     # ----- printing
 
-    _job_events_start = 0
-
     def use_profile(self, profile) -> dict:
-        """Select a printer profile: an id saved before, or a dict (saved first; see `make_profile`)."""
+        """Select a printer profile: an id saved before, or a dict (saved first; see `make_profile`).
+        OctoPrint selects it at connect; the rig selects it on the live connection (MachineCom reads the
+        profile when it needs it), so that what a test set up on the virtual printer stays, and connects
+        with it from then on. Reconnects only for another extruder count: OctoPrint refuses T<n> beyond
+        the profile's, the virtual printer beyond its own."""
         if isinstance(profile, dict):
             profile = self.profiles.save(copy.deepcopy(profile), allow_overwrite=True)["id"]
         if not self.profiles.select(profile):
             raise ValueError(f"unknown printer profile {profile!r}")
+        self._profile = profile
+        tools = self.profiles.get_current_or_default()["extruder"]["count"]
+        if tools != self._virtual_setting(["numExtruders"]):
+            self.connect(speed=self.speed, virtual=dict(self._virtual_overrides, numExtruders=tools))
         return self.profiles.get_current_or_default()
 
-    def print_file(self, path, profile=None, clear: bool = True, copy_to_uploads: bool = False) -> JobInfo:
-        """Select a local file and start printing it (MachineCom.selectFile + startPrint). `profile`: see
-        `use_profile`, default: the corpus profile matching the file's name, else OctoPrint's default."""
+    def print_file(self, path, profile=None) -> JobInfo:
+        """Print a local file as OctoPrint does: put into its local storage (the uploads folder; an
+        identical copy already there is reused), printer.select_file + printer.start_print. `profile`:
+        see `use_profile`, default: the corpus profile matching the file's name, else the current one.
+        Returns the job as OctoPrint's storage has it (its disk_path is the copy in uploads)."""
         path = Path(path).resolve()
         if profile is None:
             profile = corpus.profile_id_for(path.name)
         if profile is not None:
             self.use_profile(profile)
-        tools = self.profiles.get_current_or_default()["extruder"]["count"]
-        if tools != self._virtual_setting(["numExtruders"]):
-            # OctoPrint refuses T<n> beyond the profile, the virtual printer beyond its own count: match them
-            self.connect(speed=self.speed, virtual=dict(self._virtual_overrides, numExtruders=tools))
-        if copy_to_uploads:
-            uploads = Path(self.settings.getBaseFolder("uploads"))
-            shutil.copyfile(path, uploads / path.name)
-            path = uploads / path.name
         if self.state_id() != "OPERATIONAL":
             raise RuntimeError(f"cannot print in state {self.state_id()}")
-        if clear:
-            self.clear()
-        self.job = JobInfo("local", path.name, str(path), path.name, path.stat().st_size)
-        with self._cond:
-            self._job_events_start = len(self._events)
-        self.comm.selectFile(str(path), False, tags={"trigger:rig.print_file"})
-        self.comm.startPrint(tags={"trigger:rig.print_file"})
-        return self.job
+        storage_path = self._upload(path)
+        self._new_job()
+        tags = {"trigger:rig.print_file"}
+        self.printer.select_file(storage_path, False, printAfterSelect=False, tags=tags)
+        self.printer.start_print(tags=tags)
+        if self.state_id() == "OPERATIONAL":
+            raise RuntimeError(f"OctoPrint did not start printing {storage_path}; {self.diagnose()}")
+        files, local = self.file_manager, FileDestinations.LOCAL
+        disk_path, name = files.path_on_disk(local, storage_path), files.split_path(local, storage_path)[1]
+        return JobInfo(local, storage_path, disk_path, name, path.stat().st_size)
+
+    def _upload(self, path: Path) -> str:
+        """`path` in OctoPrint's local storage, under its own name; returns the storage path."""
+        files, local = self.file_manager, FileDestinations.LOCAL
+        name = files.sanitize_name(local, path.name)
+        there = files.path_on_disk(local, name) if files.file_exists(local, name) else None
+        if there and filecmp.cmp(there, path, shallow=False):
+            return name  # an identical copy is there already
+        upload = DiskFileWrapper(path.name, str(path), move=False)
+        return files.add_file(local, name, upload, allow_overwrite=True)
+
+    def print_sd(self, path, timeout: float = 10.0) -> JobInfo:
+        """Print `path` from the virtual printer's SD card (copied onto it) as OctoPrint does:
+        printer.select_file(sd=True), then, once the printer has opened the file, printer.start_print.
+        The port's job() says "sdcard"."""
+        path = Path(path)
+        name = path.name.lower()
+        sd_folder = Path(self.settings.getBaseFolder("virtualSd"))
+        sd_folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, sd_folder / name)
+        self._new_job()
+        tags = {"trigger:rig.print_sd"}
+        self.printer.select_file(name, True, printAfterSelect=False, tags=tags)
+
+        def selected():
+            file = (self.printer.get_current_job() or {}).get("file") or {}
+            return (file.get("origin"), file.get("path")) == (FileDestinations.SDCARD, name)
+
+        self.wait_for(selected, timeout=timeout)
+        self.printer.start_print(tags=tags)
+        return JobInfo(FileDestinations.SDCARD, name, None, name, path.stat().st_size)
+
+    def _new_job(self):
+        """The previous job's events all in, then a fresh capture for the new one."""
+        self._settle()
+        self.clear()
 
     def cancel(self, tags: Iterable[str] = ()):
-        if self.comm is not None:
-            self.comm.cancelPrint(tags=set(tags) | {"trigger:rig.cancel"})
+        self.printer.cancel_print(tags=set(tags) | {"trigger:rig.cancel"})
 
     def clear(self):
         """Forget captured lines and recorded events/state changes."""
@@ -864,8 +861,6 @@ class Rig:
         with self._cond:
             self._events.clear()
             self._state_changes.clear()
-            self._job_events_start = 0
-        self._log_lines.clear()
 
     def send(self, *lines: str, tags: Iterable[str] = ()):
         """Send commands like the terminal would (command queue while printing, direct while held)."""
@@ -878,17 +873,18 @@ class Rig:
 
     def fake_ok(self):
         """OctoPrint's "Fake Acknowledgement"."""
-        self.comm.fakeOk()
+        self.printer.fake_ack()
 
     def continue_after_m600(self, timeout: float = 30.0):
         """The virtual printer answers M600 (file 11) with //action:paused and never sends its "ok":
         wait for OctoPrint's Paused state, acknowledge by hand and resume."""
         self.wait_state("PAUSED", timeout=timeout)
         self.fake_ok()
-        self.comm.setPause(False, tags={"trigger:rig.continue_after_m600"})
+        self.printer.resume_print(tags={"trigger:rig.continue_after_m600"})
 
     def hold_count(self) -> int | None:
-        return self.comm._job_on_hold.counter if self.comm else None
+        comm = self.comm
+        return comm._job_on_hold.counter if comm else None
 
     # ----- ground truth
 
@@ -903,13 +899,15 @@ class Rig:
         """Every line as written, with line numbers, checksums and resends."""
         return self.capture.raw()
 
-    def port(self) -> ComPort:
-        return ComPort(self)
+    def port(self) -> OctoPrintPort:
+        """The plugin's real printer port, built as the plugin builds it."""
+        return OctoPrintPort(*self.port_args)
 
     # ----- per-test reset
 
     def reset(self, timeout: float = 15.0):
-        """Between tests: drop hooks and callbacks, end any print, release leaked holds, clear captures."""
+        """Between tests: drop hooks and callbacks, end any print, release leaked holds, deselect the
+        file (it stays selected after a print, as in OctoPrint), let pending events in, clear captures."""
         self.hooks.clear()
         self.on_state_change = None
         self.on_print_event = None
@@ -919,80 +917,16 @@ class Rig:
                 while comm._job_on_hold.counter > 0:
                     comm.set_job_on_hold(False)
                 if comm.isBusy():
-                    comm.cancelPrint(tags={"trigger:rig.reset"})
+                    self.printer.cancel_print(tags={"trigger:rig.reset"})
             try:
                 self.wait_state("operational", timeout=timeout)
+                self.printer.unselect_file()
             except TimeoutError:
                 self.disconnect()
-        elif comm is not None:
+        else:
             self.disconnect()
-        self.job = None
+        self._settle()
         self.clear()
-
-
-class ComPort:
-    """`octoprint_safepause.port.PrinterPort` over the rig's MachineCom, behaving like `OctoPrintPort` over
-    OctoPrint's printer: the tags a plugin's `self._printer` proxy adds are added here too."""
-
-    PLUGIN_TAGS = frozenset({"source:plugin", f"plugin:{PLUGIN_ID}"})
-
-    def __init__(self, rig: Rig):
-        self._rig = rig
-
-    def _comm(self) -> MachineCom:
-        comm = self._rig.comm
-        if comm is None:
-            raise RuntimeError("No connection to the printer")  # what Printer raises too
-        return comm
-
-    def send(self, lines, tags):
-        comm = self._comm()
-        tags = set(tags) | self.PLUGIN_TAGS | {"trigger:printer.commands"}
-        for line in lines:
-            comm.sendCommand(line, tags=tags)
-
-    def set_hold(self, value):
-        self._comm().set_job_on_hold(value)
-
-    def state(self):
-        return state_from_id(self._rig.state_id())
-
-    def job(self):
-        # like printer.get_current_job(): the selected file stays selected after the print, until a close
-        return self._rig.job if self._rig.comm is not None else None
-
-    def cancel(self, tags):
-        self._comm().cancelPrint(tags=set(tags) | self.PLUGIN_TAGS | {"trigger:printer.cancel_print"})
-
-    def profile(self):
-        return self._rig.profiles.get_current_or_default()
-
-    def temperatures(self):
-        """Like Printer.get_current_temperatures(): {"tool0": {"actual", "target", "offset"}, "bed": ...},
-        from the comm's last readings; {} without a connection."""
-        comm = self._rig.comm
-        if comm is None:
-            return {}
-        record = comm.last_temperature
-        offsets = comm.getOffsets() or {}
-        result = {}
-        for tool, (actual, target) in sorted(record.tools.items()):
-            result[f"tool{tool}"] = {"actual": actual, "target": target}
-        bed = record.bed
-        if isinstance(bed, tuple):
-            result["bed"] = {"actual": bed[0], "target": bed[1]}
-        for key, value in result.items():
-            value["offset"] = offsets.get(key) or 0
-        return result
-
-    def file_position(self):
-        """Like Printer's progress.filepos: byte offset after the last line read from the print file."""
-        comm = self._rig.comm
-        position = comm.getFilePosition() if comm is not None else None
-        return position["pos"] if position else None
-
-    def wait_for_reader(self, timeout):
-        return wait_for_job_reader(self._rig.comm, timeout)
 
 
 def make_profile(identifier: str, width: float, depth: float, height: float, **overrides) -> dict:
@@ -1061,7 +995,7 @@ class WiredController:
     """`wire_controller`'s result: the controller, its port, what it emitted, and the live settings."""
 
     controller: object
-    port: ComPort
+    port: OctoPrintPort
     settings: dict
     events: list = field(default_factory=list)  # (name, payload, monotonic time) from emit()
     flavour: str = "marlin"
@@ -1071,7 +1005,7 @@ class WiredController:
 
 
 def wire_controller(
-    rig: Rig, port: ComPort | None = None, hold_timeout: float = 1.0, flavour="marlin", **settings
+    rig: Rig, port: OctoPrintPort | None = None, hold_timeout: float = 1.0, flavour="marlin", **settings
 ) -> WiredController:
     """A real PauseController on the rig, as the plugin wires it: bind(port, emit, settings, flavour),
     start(), the queuing hook and the event callback. `settings`: overrides of `plugin_settings()`; the
@@ -1079,7 +1013,7 @@ def wire_controller(
     with `unwire_controller`."""
     from octoprint_safepause.core.controller import PauseController
 
-    port = port or ComPort(rig)
+    port = port or rig.port()
     wired = WiredController(None, port, plugin_settings(**settings), flavour=flavour)
     controller = PauseController(port=None, hold_timeout=hold_timeout)
     controller.bind(
@@ -1103,24 +1037,6 @@ def unwire_controller(rig: Rig, wired: WiredController | None, timeout: float = 
         rig.hooks.pop("queuing", None)
     rig.on_print_event = None
     wired.controller.stop(timeout)
-
-
-def print_sd(rig: Rig, path, timeout: float = 10.0) -> JobInfo:
-    """Start an SD-card print of `path` on the virtual printer (copied to its virtual SD card), as
-    OctoPrint's printer.select_file(sd=True) + start_print() would; the port's job() says "sdcard"."""
-    path = Path(path)
-    name = path.name.lower()
-    sd_folder = Path(rig.settings.getBaseFolder("virtualSd"))
-    sd_folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, sd_folder / name)
-    rig.clear()
-    rig.job = JobInfo("sdcard", name, None, name, path.stat().st_size)
-    with rig._cond:
-        rig._job_events_start = len(rig._events)
-    rig.comm.selectFile("/" + name, True, tags={"trigger:rig.print_sd"})
-    rig.wait_for(lambda: rig.comm.isSdFileSelected(), timeout=timeout)
-    rig.comm.startPrint(tags={"trigger:rig.print_sd"})
-    return rig.job
 
 
 # ---------------------------------------------------------------------------------------------------------

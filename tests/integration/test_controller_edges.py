@@ -17,19 +17,18 @@ import time
 import pytest
 from rig import (
     CORPUS_GCODE,
-    ComPort,
     LogTrap,
     check_file_lines,
     check_pause_placement,
     file_lines,
     flavour_for_gcode,
     head_and_tail,
-    print_sd,
     unwire_controller,
     wire_controller,
     wire_kind,
 )
 
+from octoprint_safepause.adapter.octoprint_port import OctoPrintPort
 from octoprint_safepause.core.controller import IDLE, PAUSED, PAUSING, RESUMING, TAG_RESEND, Refused
 from tests.wire_checks import (
     LineLedger,
@@ -220,7 +219,7 @@ def test_octoprint_pause_during_our_hold_takes_effect_after_our_resume(rig, wire
 def test_refused_on_an_sd_print(rig, wired, tmp_path):
     controller = wired().controller
     short = head_and_tail(SMALL, tmp_path, head_layers=30)
-    print_sd(rig, short)
+    rig.print_sd(short)
     rig.wait_state("PRINTING", timeout=10)  # the virtual printer streams SD prints too
     assert controller.try_(controller.pause) is False
     with pytest.raises(Refused, match="SD card"):
@@ -442,13 +441,14 @@ def test_cancel_while_still_pausing_restores_nothing_that_was_not_saved(rig, wir
     assert not undo, f"restored without a pause: {sent}"
 
 
-class LineAtCancelPort(ComPort):
+class LineAtCancelPort(OctoPrintPort):
     """OctoPrint reads the next file line while SafePause's cancel goes in: cancel() waits until the
     controller's hook has saved a line (the printer's M109, stuck for 3 s, ends meanwhile and OctoPrint
     reads on), then asks OctoPrint to cancel."""
 
     def __init__(self, rig, ledger):
-        super().__init__(rig)
+        super().__init__(*rig.port_args)
+        self._rig = rig
         self.ledger = ledger
 
     def cancel(self, tags):
@@ -480,13 +480,13 @@ def test_a_line_read_while_a_cancel_during_pausing_goes_in_is_reported(rig, wire
     assert not problems, f"{problems} ({ledger.summary()})"
 
 
-class StallingPort(ComPort):
+class StallingPort(OctoPrintPort):
     """Stalls the controller thread once inside _do_pause, after the hold is taken and before the pause
     lines are sent (it reads the temperatures for the pause plan there), until the test releases it.
     Armed again (`arm()`), it stalls the next reading: inside _do_resume, before the restore lines."""
 
     def __init__(self, rig):
-        super().__init__(rig)
+        super().__init__(*rig.port_args)
         self.stall = False
         self.entered = threading.Event()
         self.go_on = threading.Event()
@@ -543,16 +543,17 @@ def test_cancel_between_hold_and_pause_lines_restores_nothing_that_was_not_saved
 def drop_connection_now(rig):
     """What !!DEBUG:drop_connection does, without waiting for the printer to read it (it may be asleep in
     an M109): every further read and write raises; the empty line wakes the comm's pending read."""
-    rig.printer._debug_drop_connection = True
-    rig.printer.outgoing.put("")
+    rig.virtual_printer._debug_drop_connection = True
+    rig.virtual_printer.outgoing.put("")
 
 
-class DropOnSendPort(ComPort):
+class DropOnSendPort(OctoPrintPort):
     """Drops the printer connection right when the controller sends its first line tagged `tag` (the
     pause lines or the restore lines), and waits until OctoPrint has noticed."""
 
     def __init__(self, rig, tag):
-        super().__init__(rig)
+        super().__init__(*rig.port_args)
+        self._rig = rig
         self.tag = tag
         self.dropped = False
 
@@ -564,13 +565,15 @@ class DropOnSendPort(ComPort):
         super().send(lines, tags)
 
 
+# Printer.commands() drops lines without a word once the connection is gone: the adapter must raise, or
+# the controller would announce pause lines, or a resume, that never reached the printer.
 @pytest.mark.parametrize("phase", ["pausing", "paused", "sending pause lines", "resuming"])
 def test_disconnect_during_a_pause_leaves_the_controller_idle(rig, wired, tmp_path, phase):
     """The printer disconnects while pausing (waiting in a long M109), paused, while the pause lines go
     out, while resuming: the controller ends up idle with an error saying why, no hold kept, no traceback
     from our code, and an accepted pause is announced to have ended."""
     tag = {"sending pause lines": "safepause:pause", "resuming": "safepause:resume"}.get(phase)
-    port = DropOnSendPort(rig, tag) if tag else ComPort(rig)
+    port = DropOnSendPort(rig, tag) if tag else rig.port()
     w = wired(port=port, hold_timeout=3.0 if phase == "pausing" else 1.0)
     controller = w.controller
     with LogTrap() as trap:

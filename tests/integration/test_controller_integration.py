@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 import pytest
 from rig import (
     CORPUS_GCODE,
-    ComPort,
     LogTrap,
     check_file_lines,
     check_pause_placement,
@@ -40,6 +39,7 @@ from rig import (
     wire_kind,
 )
 
+from octoprint_safepause.adapter.octoprint_port import OctoPrintPort
 from octoprint_safepause.core.controller import (
     IDLE,
     PAUSED,
@@ -62,13 +62,13 @@ PROBE_TAG = "test:probe"
 # helpers
 
 
-class ProbePort(ComPort):
-    """The port, plus an independent position reading: when armed, `M400` + `M114` go out (while held,
-    through the port) right before the controller's first pause line, so the virtual printer reports
-    where the file's own moves left the head."""
+class ProbePort(OctoPrintPort):
+    """The plugin's port, plus an independent position reading: when armed, `M400` + `M114` go out
+    (while held, through the port) right before the controller's first pause line, so the virtual
+    printer reports where the file's own moves left the head."""
 
     def __init__(self, rig):
-        super().__init__(rig)
+        super().__init__(*rig.port_args)
         self.armed = False
 
     def send(self, lines, tags):

@@ -1,12 +1,16 @@
-"""The rig itself: real MachineCom + VirtualPrinter, ground truth, port, events, the hold pattern of §2.5."""
+"""The rig itself: OctoPrint's real Printer + MachineCom + VirtualPrinter, ground truth, the plugin's real
+port (OctoPrintPort), events, the hold pattern of §2.5."""
 
 from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from rig import CORPUS_GCODE, ComPort, Received, check_file_lines, file_lines
+from rig import CORPUS_GCODE, Received, check_file_lines, file_lines
+
+from octoprint_safepause.adapter.octoprint_port import OctoPrintPort
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -33,7 +37,10 @@ def test_prints_a_corpus_file_exactly_once_in_order(rig, port):
 
     job = rig.print_file(SMALL)
     assert port.job() == job
-    assert job.disk_path == str(SMALL.resolve()) and job.origin == "local"
+    # printed from OctoPrint's local storage: a copy of the file in the uploads folder
+    assert job.origin == "local" and job.path == SMALL.name
+    assert Path(job.disk_path).parent == Path(rig.settings.getBaseFolder("uploads"))
+    assert Path(job.disk_path).read_bytes() == SMALL.read_bytes()
     assert port.profile()["volume"]["width"] == 210  # the corpus profile matching file 09
     assert rig.wait_done(30) == "PrintDone"
 
@@ -133,7 +140,7 @@ def test_cancel_through_the_port(rig, port):
     received = rig.received()
     assert "M108" in received  # abortHeatupOnCancel, sent out of band (emergency parser)
     script = [r.cmd for r in rig.records() if r.tags and "script:afterPrintCancelled" in r.tags]
-    assert "M84" in script  # OctoPrint's default afterPrintCancelled, run by the rig like Printer does
+    assert "M84" in script  # OctoPrint's default afterPrintCancelled, run by Printer
 
 
 def test_dropped_connection_fails_the_print(rig, port):
@@ -176,5 +183,5 @@ def test_port_satisfies_the_protocol():
     from octoprint_safepause.core.port import PrinterPort
 
     for name in ("send", "set_hold", "state", "job", "cancel", "profile"):
-        assert callable(getattr(ComPort, name)), name
+        assert callable(getattr(OctoPrintPort, name)), name
         assert hasattr(PrinterPort, name), name

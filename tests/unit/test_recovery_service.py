@@ -99,6 +99,10 @@ class FakePrinter:
         self.ignore_start = False
         self.fail_commands = False
         self.cancelled = False
+        self.temperatures = {}
+
+    def get_current_temperatures(self):
+        return self.temperatures
 
     # state
     def get_state_id(self):
@@ -682,3 +686,15 @@ def test_without_the_written_history_it_says_so_and_takes_the_safe_height(env):
     assert info["delivered"] is False and info["pos"] == info["read_pos"] == pos
     assert any("which file lines reached the printer is not known" in w for w in info["warnings"])
     assert info["prelude"][0] == f"G92 Z{info['z_range'][0]:g}"
+
+
+def test_a_bed_that_cooled_far_below_the_print_is_named_before_anything_moves(env):
+    service = env.make()
+    _, pos, _ = _print_and_die(env, service)
+    bed = service.get_recovery()["state"]["bed_temp"]
+    assert bed and bed > 30
+    env.printer.temperatures = {"bed": {"actual": bed - 5, "target": 0}}
+    assert not any("cooled" in w for w in service.get_recovery()["warnings"])
+    env.printer.temperatures = {"bed": {"actual": 24.0, "target": 0}}
+    warning = next(w for w in service.get_recovery()["warnings"] if "cooled" in w)
+    assert "24 °C" in warning and f"{bed:.0f} °C" in warning and "come loose" in warning

@@ -39,6 +39,7 @@ from .records import RecoveryRecords, public
 LIVE_INTERVAL = 10.0  # s between writes of the running print's position
 MAX_PRELUDE_LINES = 300
 MAX_LINE = 200
+BED_COOLED_BY = 15.0  # °C below the print's bed temperature that deserve a warning
 ENDED = ("PrintFailed", "PrintCancelled", "Disconnected", "Error")
 
 
@@ -281,8 +282,12 @@ class RecoveryService:
             out["status"] = "analysing"
             return out, None
         at_pos, at_layer = analysis
+        cooled = self._bed_cooled(at_pos.state.bed_temp)
+        if cooled:
+            out["warnings"].append(cooled)
         if out["pos"] is None:
             out["pos"] = int(record["pos"])
+        out["progress"] = min(1.0, out["pos"] / fp["size"]) if fp["size"] else 0.0
         nozzle_z = record.get("z")  # a hold lifted it there, power or not
         if nozzle_z is None and not power_lost:
             if out["delivered"]:
@@ -319,6 +324,21 @@ class RecoveryService:
         )
         volume = Volume.from_profile(profile)
         return out, lambda: prelude_check(at_pos, volume, position_kept, nozzle_z, flavour)
+
+    def _bed_cooled(self, target: float | None) -> str | None:
+        """A warning when the bed is far below the print's temperature now: the part may have come loose."""
+        if not target or target <= 0:
+            return None
+        try:
+            actual = float(((self._port.temperatures() or {}).get("bed") or {}).get("actual"))
+        except Exception:  # no reading (not connected): nothing to say
+            return None
+        if actual >= target - BED_COOLED_BY:
+            return None
+        return (
+            f"the bed has cooled to {actual:.0f} °C (the print used {target:.0f} °C): the part may have come "
+            "loose; check that it still sits firmly before recovering"
+        )
 
     def _delivered(self, record: dict, disk: str, at_read) -> int | None:
         """Where the file lines that reached the printer end (OctoPrint's position), or None: the held

@@ -25,6 +25,7 @@ $(function () {
         self.recovery = ko.observable(null); // GET's `recovery` for the default choices, or null
         self.recoveryLoading = ko.observable(false);
         self.recoveryDialogOpen = ko.observable(false);
+        self.recPower = ko.observable("on"); // "on" (the printer stayed on) | "lost" (power loss)
         self.recPosition = ko.observable("lost"); // "lost" | "kept"
         self.recStart = ko.observable("position"); // "position" | "layer"
         self.recPrelude = ko.observable("");
@@ -198,7 +199,11 @@ $(function () {
             var sequence = ++self._previewSequence;
             self.recPreviewLoading(true);
             self.recError(null);
-            SP.get({position_kept: self.recPositionKept() ? "true" : "false", start: self.recStart()})
+            SP.get({
+                power_lost: self.recPower() === "lost" ? "true" : "false",
+                position_kept: self.recPositionKept() ? "true" : "false",
+                start: self.recStart()
+            })
                 .done(function (response) {
                     if (sequence !== self._previewSequence) return;
                     var rec = response ? response.recovery || null : null;
@@ -218,6 +223,9 @@ $(function () {
                     if (sequence === self._previewSequence) self.recPreviewLoading(false);
                 });
         };
+        self.recPower.subscribe(function () {
+            if (self.recoveryDialogOpen()) self.fetchPreview();
+        });
         self.recPosition.subscribe(function () {
             if (self.recoveryDialogOpen()) self.fetchPreview();
         });
@@ -234,7 +242,8 @@ $(function () {
             self.recPreview(null);
             self.recPrelude("");
             self.recoveryDialogOpen(true);
-            // the defaults of the server: position lost, from the recorded position
+            // the defaults of the server: the printer stayed on, position lost, from the recorded position
+            self.recPower("on");
             self.recPosition("lost");
             self.recStart("position");
             self.fetchPreview();
@@ -249,6 +258,7 @@ $(function () {
             self.recRequesting(true);
             self.recError(null);
             SP.command("recover", {
+                power_lost: self.recPower() === "lost",
                 position_kept: self.recPositionKept(),
                 start: self.recStart(),
                 prelude: self.recPreludeLines()
