@@ -336,6 +336,12 @@ class SafePausePlugin(
         if error:
             return flask.make_response(flask.jsonify(error=error), 400)
         try:
+            if "path" in choices:
+                # a local file from a height: its layers and, with z, the prelude
+                state["from_height"] = self.recovery.from_height(
+                    choices["path"], choices.get("z"), choices.get("position_kept"), choices.get("power_lost")
+                )
+                choices = {k: v for k, v in choices.items() if k not in ("path", "z", "position_kept")}
             state["recovery"] = self.recovery.get_recovery(**choices) if self.recovery else None
         except RecoveryRefused as refused:
             return flask.make_response(flask.jsonify(error=str(refused)), refused.status)

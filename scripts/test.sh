@@ -19,4 +19,7 @@ fi
 
 source "$root/scripts/bootstrap.sh" test
 "$SAFEPAUSE_PY" -m ruff check octoprint_safepause tests benchmarks scripts
-exec "$SAFEPAUSE_PY" -m pytest -q -p no:cacheprovider "$@"
+# Test files run in parallel (pytest-xdist), a file's tests together on one worker: most of the time is
+# spent waiting on real servers, browsers and the virtual printer, so more workers than cores pay.
+workers="${SAFEPAUSE_TEST_WORKERS:-4}"
+exec "$SAFEPAUSE_PY" -m pytest -q -p no:cacheprovider -n "$workers" --dist loadfile "$@"

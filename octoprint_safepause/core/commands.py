@@ -6,6 +6,7 @@ new command is one entry here and one function. No Flask here: `run` returns (HT
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -70,8 +71,21 @@ def _cancel(actions, data, source):
 def _recover(actions, data, source):
     if actions.recovery is None:
         return 409, {"error": "recovery is not available"}
-    choices = {key: data[key] for key in ("position_kept", "power_lost", "start", "prelude") if key in data}
+    keys = ("position_kept", "power_lost", "start", "prelude", "path", "z")
+    choices = {key: data[key] for key in keys if key in data}
+    for key in ("position_kept", "power_lost"):
+        if key in choices and not isinstance(choices[key], bool):
+            return 400, {"error": f"{key} must be true or false"}
     return 202, {"recovery": actions.recovery.recover(**choices)}
+
+
+def _touch_off(actions, data, source):
+    if actions.recovery is None:
+        return 409, {"error": "recovery is not available"}
+    action = data.get("action")
+    if not isinstance(action, str):
+        return 400, {"error": "action must be one of start, jog, confirm, cancel"}
+    return 200, {"touch_off": actions.recovery.touch_off(action, data.get("distance"))}
 
 
 def _discard(actions, data, source):
@@ -115,11 +129,19 @@ COMMANDS: dict[str, Command] = {
             {202: "cancelling", 409: "no pause to cancel", **_COMMON}, _cancel,
         ),
         Command(
-            "recover", "recover prints", CONTROL, ("position_kept", "power_lost", "start", "prelude"),
+            "recover", "recover prints", CONTROL, ("position_kept", "power_lost", "start", "prelude", "path", "z"),
             "continue a print that died: power_lost true|false, position_kept true|false, "
-            "start position|layer, prelude: your own lines",
+            "start position|layer, prelude: your own lines; or any local file from a height: path, z (mm)",
             {202: "recovering", 409: "nothing to recover, not operational, a print running", **_COMMON},
             _recover, own_gcode=("prelude",), strict=True,
+        ),
+        Command(
+            "touch_off", "recover prints", CONTROL, ("action", "distance"),
+            "after a power loss, find the height by hand: action start (heat, home X/Y, go above the last "
+            "printed point), jog with distance mm (negative: down) until the nozzle touches the print, "
+            "confirm (continue with the next layer) or cancel",
+            {200: "done", 409: "nothing to recover, no touch-off under way, printer busy", **_COMMON},
+            _touch_off, strict=True,
         ),
         Command(
             "discard", "discard a print's recovery", CONTROL, (), "forget the print that could be recovered",
@@ -177,8 +199,9 @@ def refusal(name: str, data: Any, can: Callable[[str], bool]) -> str | None:
 
 
 def recovery_query(args) -> tuple[dict, str | None]:
-    """Choices for GET's `recovery` preview from query parameters; (choices, error or None)."""
-    choices = {}
+    """Choices for GET's `recovery` preview from query parameters; (choices, error or None). With
+    `path` (and `z`), the choices are for a file from a height (`from_height` in the answer)."""
+    choices: dict = {}
     for name in ("position_kept", "power_lost"):
         value = args.get(name)
         if value is not None:
@@ -188,4 +211,15 @@ def recovery_query(args) -> tuple[dict, str | None]:
     start = args.get("start")
     if start is not None:
         choices["start"] = start
+    path = args.get("path")
+    if path is not None:
+        choices["path"] = path
+    z = args.get("z")
+    if z is not None:
+        try:
+            choices["z"] = float(z)
+        except ValueError:
+            return {}, "z must be a number (mm)"
+        if not math.isfinite(choices["z"]) or "path" not in choices:
+            return {}, "z needs a path and must be a number (mm)"
     return choices, None

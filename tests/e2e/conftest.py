@@ -9,6 +9,7 @@ Its octoprint.log, serial.log and stdout are copied to test-artifacts/e2e/ when 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import shutil
 import sys
@@ -23,7 +24,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import sandbox as sandbox_module  # noqa: E402
 
-ARTIFACTS = REPO / "test-artifacts" / "e2e"
+# one folder per pytest-xdist worker: each runs its own servers
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+ARTIFACTS = REPO / "test-artifacts" / ("e2e-" + _WORKER if _WORKER else "e2e")
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +63,7 @@ SP_CONFIG = {"plugins": {"virtual_printer": {"ambientTemperature": 210.0, "simul
 SP_PROFILE = "corpus_210x210x205"
 SP_SOURCE = "09_marlin_absE_0.10mm_comments_M3screw.gcode"  # real PrusaSlicer output, absolute E
 SP_SLICE_LINES = 1500  # start G-code, intro line, first layers (~55 kB): ~4 s of moves at real speed
-SP_ARTIFACTS = REPO / "test-artifacts" / "e2e-safepause"
+SP_ARTIFACTS = REPO / "test-artifacts" / ("e2e-safepause-" + _WORKER if _WORKER else "e2e-safepause")
 _SEND = re.compile(r"^(\S+ \S+) - Send: (?:N(\d+) (.*)\*\d+|(.*))$")
 
 

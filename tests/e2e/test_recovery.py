@@ -476,3 +476,52 @@ def test_discard(sp_server):
     sp_server.sb.restart()
     sp_server.sb.connect(profile="corpus_210x210x205")
     assert get_recovery(sp_server) is None
+
+
+def test_any_file_resumes_from_a_height_over_rest(sp_server):
+    """No record needed: GET lists the file's layers (where it extrudes), POST recover with path and z
+    prints every deposit from the first layer at that height on, once, in file order, none below it,
+    after a prelude that heats before extruding and travels only above the part."""
+    sp_server.sb.connect(profile="corpus_210x210x205")
+    sp_server.wait_sp("idle")
+
+    def layers():
+        status, body = sp_server.api("GET", f"/api/plugin/safepause?path={sp_server.name}")
+        assert status == 200, (status, body)
+        answer = body["from_height"]
+        return ("done", answer) if answer["status"] == "ready" else None
+
+    answer = sp_server.wait_for(layers, 30, interval=0.2, what="the file's layers")[1]
+    zs = [layer["z"] for layer in answer["layers"]]
+    assert len(zs) >= 3 and zs == sorted(zs), zs
+    layer = answer["layers"][len(zs) // 2]
+    status, body = sp_server.api("GET", f"/api/plugin/safepause?path={sp_server.name}&z={layer['z']}")
+    assert status == 200, body
+    preview = body["from_height"]
+    assert preview["start"] == preview["pos"] == layer["pos"] and preview["prelude"], preview
+
+    reply, sends = recover(sp_server, path=sp_server.name, z=layer["z"])
+    assert reply["start"] == layer["pos"] and reply["prelude"] == preview["prelude"]
+    prelude, rest = split_at_reset(sends)
+    assert prelude == preview["prelude"]
+    first = line_index(sp_server, layer["pos"])
+    check_rest_exactly_once(sp_server, rest, first)
+    # the firmware model, homed at the origin: heat before any extrusion, XY travel above the part,
+    # and the deposits are the file's own from that layer on
+    lines = [line for line, _ in sp_server.lines]
+    reference = Firmware("marlin").run(lines)
+    want = [m for m in reference.moves if m.line > first and m.deposits]
+    fw = Firmware("marlin")
+    fw.run(prelude)
+    part = max(m.end[2] for m in reference.moves if m.line <= first and m.deposits)
+    for move in fw.moves:
+        assert move.e <= TOL or (move.target > 0 and move.temp >= move.target - TOL), f"cold extrusion: {move}"
+        if move.travels_xy:
+            assert min(move.start[2], move.end[2]) > part + TOL, f"XY travel into the part ({part}): {move}"
+    fw.moves = []
+    fw.lines = first
+    fw.run(rest[: len(lines) - first])
+    got = [m for m in fw.moves if m.deposits]
+    assert len(got) == len(want) and all(m.end[2] >= layer["z"] - 0.005 for m in got)
+    for a, b in zip(got, want):
+        assert a.end == pytest.approx(b.end, abs=TOL) and a.e == pytest.approx(b.e, abs=TOL), (a, b)

@@ -57,10 +57,12 @@ STATIC = tuple(
 # What the installed plugin cannot work without, whatever else git tracks in the package.
 MUST_SHIP = (
     "__init__.py",
-    "controller.py",
-    "gcode/__init__.py",
-    "gcode/state.py",
-    "template_worker.py",
+    "adapter/octoprint_port.py",
+    "core/controller.py",
+    "core/gcode/__init__.py",
+    "core/gcode/state.py",
+    "core/recovery/service.py",
+    "core/template_worker.py",
     *(f"static/{name}" for name in STATIC),
     "templates/safepause_sidebar.jinja2",
     "templates/safepause_settings.jinja2",

@@ -327,7 +327,7 @@ def test_refusals_and_bad_parameters(env):
     with pytest.raises(RecoveryRefused) as bad:
         service.recover(start="middle")
     assert bad.value.status == 400
-    for value in ("yes", 1, None):
+    for value in ("yes", 1):  # (None: the default)
         with pytest.raises(RecoveryRefused) as bad:
             service.recover(position_kept=value)
         assert bad.value.status == 400
@@ -698,3 +698,123 @@ def test_a_bed_that_cooled_far_below_the_print_is_named_before_anything_moves(en
     env.printer.temperatures = {"bed": {"actual": 24.0, "target": 0}}
     warning = next(w for w in service.get_recovery()["warnings"] if "cooled" in w)
     assert "24 °C" in warning and f"{bed:.0f} °C" in warning and "come loose" in warning
+
+
+def _deposit_layers(path) -> list[float]:
+    """Independently of the tracker: the Z of every layer of a file with absolute XYZ and relative E
+    (file 02): the heights at which a move with X or Y extrudes; z-hop travel never extrudes."""
+    z, layers = None, []
+    for raw in path.read_text(errors="replace").splitlines():
+        words = raw.split(";", 1)[0].split()
+        if not words or words[0] not in ("G0", "G1"):
+            continue
+        params = {w[0]: float(w[1:]) for w in words[1:] if len(w) > 1 and w[0] in "XYZE"}
+        z = params.get("Z", z)
+        deposit = params.get("E", 0) > 0 and ("X" in params or "Y" in params) and z is not None
+        if deposit and (not layers or abs(z - layers[-1]) >= 0.05):
+            layers.append(z)
+    return layers
+
+
+def test_any_file_from_a_height_lists_its_layers_and_resumes_at_the_first_deposit_there(env):
+    service = env.make(spawn=Manual(run_now=False))
+    src, _ = _corpus("02")
+    (env.uploads / "bunny.gcode").write_bytes(src.read_bytes())
+    first = service.from_height("bunny.gcode")
+    assert first["status"] == "analysing" and first["layers"] == []  # the index is built in the background
+    service._indexes._spawn.run()
+    answer = service.from_height("bunny.gcode")
+    zs = [layer["z"] for layer in answer["layers"]]
+    assert zs == pytest.approx(_deposit_layers(src), abs=1e-3)  # z-hop travel is no layer
+    assert all(a["pos"] < b["pos"] for a, b in zip(answer["layers"], answer["layers"][1:]))
+
+    wanted = zs[len(zs) // 2]
+    at = service.from_height("bunny.gcode", z=wanted - 0.003)  # within 0.005 below: that layer
+    layer = answer["layers"][len(zs) // 2]
+    assert at["layer_z"] == wanted and at["pos"] == at["start"] == layer["pos"]
+    assert at["prelude"] and at["prelude_error"] is None and at["choices"]["position_kept"] is True
+    assert at["line"].split(";")[0].strip() == _line_from(src, layer["pos"])
+    reply = service.recover(path="bunny.gcode", z=wanted - 0.003)
+    assert reply["start"] == layer["pos"] and reply["prelude"] == at["prelude"]
+    wire = env.printer.wire
+    assert [line for source, line in wire[: len(at["prelude"])]] == at["prelude"]
+    sent_file = [line for source, line in wire if source == "file"]
+    assert sent_file[0] == _line_from(src, layer["pos"])  # the first deposit of that layer, first
+
+
+def _line_from(path, pos: int) -> str:
+    with open(path, "rb") as fh:
+        fh.seek(pos)
+        return fh.readline().decode().split(";")[0].strip()
+
+
+def test_from_a_height_refusals(env):
+    service = env.make()
+    src, _ = _corpus("02")
+    (env.uploads / "bunny.gcode").write_bytes(src.read_bytes())
+    top = service.from_height("bunny.gcode")["layers"][-1]["z"]
+    for kwargs, status, words in (
+        ({"path": "nope.gcode"}, 404, "no local file"),
+        ({"path": "bunny.gcode", "z": top + 1}, 400, "no layer at or above"),
+        ({"path": "bunny.gcode", "z": 2.0, "position_kept": False}, 400, "must know where its head is"),
+        ({"path": "bunny.gcode", "z": "2"}, 400, "z must be a number"),
+    ):
+        with pytest.raises(RecoveryRefused, match=words) as refused:
+            service.from_height(**kwargs)
+        assert refused.value.status == status
+    with pytest.raises(RecoveryRefused, match="path and z go together") as refused:
+        service.recover(path="bunny.gcode")
+    assert refused.value.status == 400
+
+
+def test_touch_off_after_a_power_loss_continues_with_the_next_layer(env):
+    service = env.make()
+    target, _, _ = _die_with_history(env, service)
+    with pytest.raises(RecoveryRefused, match="no touch-off is under way"):
+        service.touch_off("jog", -0.1)
+    rec = service.get_recovery(power_lost=True)
+    env.printer.wire.clear()
+    started = service.touch_off("start")
+    sent = [line for _, line in env.printer.wire]
+    assert sent == started["lines"] and sent[0] == f"G92 Z{rec['z_range'][0]:g}"
+    assert "G28 X Y" in sent and not any(line.startswith("G28") and "Z" in line for line in sent)
+    assert sent.index("G28 X Y") < sent.index(next(line for line in sent if line.startswith("M109")))
+    state = rec["state"]
+    assert sent[-1].startswith(f"G1 X{state['x']:g} Y{state['y']:g}")  # above the last printed point
+    assert started["z"] > rec["max_z"]  # clear of the part while X and Y home and travel
+    assert service.get_recovery()["touch_off"]["z"] == started["z"]
+
+    env.printer.wire.clear()
+    steps = 0
+    with pytest.raises(RecoveryRefused, match="below where the top of the print can be"):
+        while True:  # the user keeps lowering; SafePause stops below where the part's top can be
+            service.touch_off("jog", -0.5)
+            steps += 1
+    assert steps > 0 and env.printer.wire[:3] == [("command", "G91"), ("command", "G1 Z-0.5 F600"), ("command", "G90")]
+    for bad in ("x", 0, 50, float("nan"), True):
+        with pytest.raises(RecoveryRefused) as refused:
+            service.touch_off("jog", bad)
+        assert refused.value.status == 400
+
+    env.printer.wire.clear()
+    done = service.touch_off("confirm")
+    layer_z = rec["layer_z"]
+    assert done["prelude"][0] == f"G92 Z{layer_z:g}" and done["layer_z"] > layer_z
+    wire = env.printer.wire
+    assert [line for _, line in wire[: len(done["prelude"])]] == done["prelude"]
+    first_file = next(line for source, line in wire if source == "file")
+    assert first_file == _line_from(target, done["start"])  # the next layer's first deposit
+    assert replay_file(target, done["start"], "marlin").state.z == pytest.approx(done["layer_z"])
+    assert service.get_recovery() is None  # recovered
+
+
+def test_touch_off_cancel_lifts_and_ends(env):
+    service = env.make()
+    _die_with_history(env, service)
+    service.touch_off("start")
+    env.printer.wire.clear()  # (the print's own lines, then the touch-off's)
+    assert service.touch_off("cancel") == {"active": False}
+    assert [line for _, line in env.printer.wire][1].startswith("G1 Z")
+    with pytest.raises(RecoveryRefused, match="no touch-off"):
+        service.touch_off("confirm")
+    assert service.get_recovery()["valid"]  # still offered

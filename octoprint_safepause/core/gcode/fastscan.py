@@ -199,10 +199,11 @@ class _Walker:
     Two positions advance together: `pos` as OctoPrint counts it (filepos, recovery data) and `off`, the
     byte offset in the file (what a seek needs). They differ only after bytes that are not UTF-8."""
 
-    def __init__(self, tracker: StateTracker, extras: _Extras, ring: deque | None = None):
+    def __init__(self, tracker: StateTracker, extras: _Extras, ring: deque | None = None, layers=None):
         self.t = tracker
         self.x = extras
         self.ring = ring
+        self.layers = layers  # a list to append each layer's (Z, pos, offset) to, or None
         tracker.watch(extras.on_line)
 
     def feed_all(self, pos: int, off: int, texts: list, counted, raws) -> tuple[int, int]:
@@ -223,6 +224,8 @@ class _Walker:
                     before = sum(map(len, texts[:i])) + i  # rare: computed only here
                     x.layer_pos = pos + before
                     x.layer_off = off + before
+                    if self.layers is not None:
+                        self.layers.append((round(lz - t._oz, 4), x.layer_pos, x.layer_off))
                 seen = lz
         x.ref = ref
         n = sum(map(len, texts)) + len(texts)
@@ -251,6 +254,8 @@ class _Walker:
                     ref = lz
                     x.layer_pos = pos
                     x.layer_off = off
+                    if self.layers is not None:
+                        self.layers.append((round(lz - t._oz, 4), pos, off))
                 seen = lz
             if ring is not None:
                 ring.append(t._z + t._oz)
@@ -274,6 +279,9 @@ class IndexInfo:
     end: int  # the position of the last checkpoint
     valid: bool
     reason: str | None  # why the index cannot be used for this file and flavour
+    # the file's layers, from a complete index: (logical Z of its first deposit, OctoPrint's position
+    # and the byte offset of that deposit's line)
+    layers: tuple = ()
 
 
 def _header(path, flavour: str, every: int, tools: int | None) -> dict:
@@ -312,7 +320,8 @@ def build_index(
     header = _header(path, flavour, every, tools)
     t = StateTracker(flavour, tools=tools)
     extras = _Extras()
-    walker = _Walker(t, extras)
+    layers: list = []
+    walker = _Walker(t, extras, layers=layers)
     count = 0
     last = 0
     try:
@@ -333,13 +342,13 @@ def build_index(
                     return IndexInfo(partial, False, count, last, True, "cancelled")
                 if yield_every:
                     time.sleep(yield_every)  # releases the interpreter lock for the other threads
-            idx.write(json.dumps({"complete": True, "end": last, "lines": t.lines}) + "\n")
+            idx.write(json.dumps({"complete": True, "end": last, "lines": t.lines, "layers": layers}) + "\n")
             idx.flush()
             os.fsync(idx.fileno())
         os.replace(partial, out)
     finally:
         walker.close()
-    return IndexInfo(out, True, count, last, True, None)
+    return IndexInfo(out, True, count, last, True, None, tuple(map(tuple, layers)))
 
 
 def _open_index(index) -> tuple[str, object] | None:
@@ -384,11 +393,17 @@ def _read_index(index, path, flavour: str, tools: int | None, pos: int | None, k
         count = 0
         last = 0
         complete = False
+        layers: tuple = ()
         for raw in fh:
             if not raw.endswith(b"\n"):
                 break  # cut short by a crash
             if raw.startswith(b"{"):
                 complete = b'"complete"' in raw
+                if complete and pos is None:
+                    try:
+                        layers = tuple(tuple(layer) for layer in json.loads(raw).get("layers") or ())
+                    except ValueError:
+                        complete = False
                 break
             head, _, rest = raw.partition(b" ")
             off, _, rest = rest.partition(b" ")
@@ -401,7 +416,7 @@ def _read_index(index, path, flavour: str, tools: int | None, pos: int | None, k
             count += 1
             last = end
             best.append((end, off, rest))
-        return IndexInfo(name, complete, count, last, True, None), list(best)
+        return IndexInfo(name, complete, count, last, True, None, layers), list(best)
 
 
 def index_info(index, path, flavour: str, *, tools: int | None = None) -> IndexInfo:

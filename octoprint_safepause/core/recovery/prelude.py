@@ -453,3 +453,50 @@ def prelude_check(
         )
     max_z = here.max_z + oz if here.max_z is not None else None
     return SafetyCheck(volume, start, flavour=flavour or here.flavour, max_z=max_z)
+
+
+# ---------------------------------------------------------------------------------------------- touch-off
+
+
+@dataclass(frozen=True)
+class TouchOff:
+    """The first part of a touch-off after a power loss: heat, declare Z at the lowest height the nozzle
+    may be at, lift clear of the part, home X and Y (never Z onto the part), and go above the last
+    printed point. Then the user lowers Z until the nozzle touches the print."""
+
+    lines: list
+    z: float  # the logical Z (frame at the recorded position) the nozzle then stands at
+    floor: float  # no jog goes below this logical Z: under the lowest the top of the part can be
+    x: float
+    y: float
+
+
+def touch_off_start(
+    at_pos: ScanResult, volume: Volume, motion: MotionSettings, settings: RecoverySettings | None = None,
+    *, flavour: str | None = None,
+) -> TouchOff:  # fmt: skip
+    """Raises RecoveryError when the print's position or the room above it is unknown."""
+    settings = settings or RecoverySettings()
+    here = at_pos.state
+    flavour = flavour or here.flavour or MARLIN
+    if None in (here.x, here.y) or at_pos.z_low is None or at_pos.z_high is None or here.max_z is None:
+        raise RecoveryError("where the print stopped is unknown (too close to the start of the file)")
+    oz = _offset(here, "Z")
+    z_low, z_high = at_pos.z_low, at_pos.z_high
+    top = volume.z_max - motion.top_margin - oz
+    wanted = max(motion.lift, here.max_z - z_low + motion.clearance)
+    lift = min(wanted, top - z_high)
+    if lift < here.max_z - z_low + motion.clearance - EPS:
+        raise RecoveryError("no room above the print to home X and Y")
+    z_speed = f"F{_num(motion.z_speed * 60)}"
+    declare = f"SET_KINEMATIC_POSITION Z={_num(z_low + oz)}" if flavour == KLIPPER else f"G92 Z{_num(z_low)}"
+    ox, oy = _offset(here, "X"), _offset(here, "Y")
+    x, y = volume.clamp_xy(here.x + ox, here.y + oy)  # machine XY: X/Y are homed, no offset any more
+    lines = [declare, "G91", f"G1 Z{_num(lift)} {z_speed}", "G90", "G28 X Y", *_heat(here, flavour)]
+    lines.append(f"G1 X{_num(x)} Y{_num(y)} F{_num(motion.travel_speed * 60)}")
+    # the top of the part under the nozzle is at most the window's uncertainty below the lowest guess
+    floor = z_low - (z_high - z_low) - TOUCH_MARGIN
+    return TouchOff(lines, z_low + lift, floor, x, y)
+
+
+TOUCH_MARGIN = 1.0  # mm below the lowest the part's top can be that a jog may still go

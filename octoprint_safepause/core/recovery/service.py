@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -33,12 +34,25 @@ from ..sequences import MotionSettings, Volume
 from ..settings_schema import motion_kwargs
 from . import delivered as delivery
 from .index import Fingerprints, IndexStore
-from .prelude import LAYER, POSITION, STARTS, TAG, RecoveryError, build_prelude, prelude_check, settings_from
+from .prelude import (
+    LAYER,
+    POSITION,
+    STARTS,
+    TAG,
+    RecoveryError,
+    build_prelude,
+    prelude_check,
+    settings_from,
+    touch_off_start,
+)
 from .records import RecoveryRecords, public
 
 LIVE_INTERVAL = 10.0  # s between writes of the running print's position
 MAX_PRELUDE_LINES = 300
 MAX_LINE = 200
+MAX_JOG = 10.0  # mm per touch-off jog
+EPS_JOG = 1e-6
+LAYER_MATCH = 0.005  # mm: "from Z" takes the first layer at Z >= z - LAYER_MATCH
 BED_COOLED_BY = 15.0  # °C below the print's bed temperature that deserve a warning
 ENDED = ("PrintFailed", "PrintCancelled", "Disconnected", "Error")
 
@@ -80,6 +94,8 @@ class RecoveryService:
         self._resumed: dict | None = None  # the print recover() started: origin, path, offset, fingerprint
         self._last_live = 0.0
         self._firmware_cancel = False  # OctoPrint cancels on a firmware error too: not the user's doing
+        self._touch: dict | None = None  # a touch-off under way (see touch_off)
+        self._analysed = None  # the last scan _recovery answered from
 
     # ------------------------------------------------------------------ lifecycle and events
 
@@ -260,6 +276,7 @@ class RecoveryService:
             "error": None,
             "status": "ready",
             "choices": {"position_kept": position_kept, "start": start, "power_lost": power_lost},
+            "touch_off": self._touch_public(),
             "warnings": [],
         }
         disk, fp, error, warnings = self._check(record)
@@ -282,6 +299,7 @@ class RecoveryService:
             out["status"] = "analysing"
             return out, None
         at_pos, at_layer = analysis
+        self._analysed = at_pos  # the touch-off starts from it
         cooled = self._bed_cooled(at_pos.state.bed_temp)
         if cooled:
             out["warnings"].append(cooled)
@@ -379,19 +397,238 @@ class RecoveryService:
         self._emit("recovery_discarded", public(record))
         return True
 
+    # ------------------------------------------------------------------ touch-off after a power loss
+
+    def touch_off(self, action: str, distance: float | None = None) -> dict:
+        """Find the height by hand after a power loss. "start": heat, declare Z at the lowest it can be,
+        lift clear, home X and Y, go above the last printed point. "jog" `distance` mm (negative: down,
+        in steps the user chooses) until the nozzle just touches the print. "confirm": that is the top
+        of the last printed layer: the print continues with the layer after it. "cancel": lift and stop.
+        Returns the touch-off's state; raises RecoveryRefused."""
+        if action == "start":
+            return self._touch_start()
+        touch = self._touch
+        if touch is None:
+            raise RecoveryRefused("no touch-off is under way: start one first")
+        if self._port.state() != "operational":
+            self._touch = None
+            raise RecoveryRefused("the printer is no longer idle and connected: the touch-off ended")
+        motion = self._motion()
+        if action == "jog":
+            if isinstance(distance, bool) or not isinstance(distance, (int, float)) or not math.isfinite(distance):
+                raise RecoveryRefused("distance must be a number of mm", 400)
+            if not 0 < abs(distance) <= MAX_JOG:
+                raise RecoveryRefused(f"a jog is at most {MAX_JOG:g} mm, and not 0", 400)
+            target = touch["z"] + float(distance)
+            if target < touch["floor"] - EPS_JOG:
+                raise RecoveryRefused(
+                    f"Z{target:g} is below where the top of the print can be (Z{touch['floor']:g}): check the "
+                    "nozzle, it should have touched by now"
+                )
+            if target > touch["top"] + EPS_JOG:
+                raise RecoveryRefused(f"Z{target:g} is above the build volume", 400)
+            self._port.send(["G91", f"G1 Z{distance:g} F{motion.z_speed * 60:g}", "G90"], {TAG})
+            touch["z"] = round(target, 4)
+            return self._touch_public()
+        if action == "cancel":
+            lift = min(motion.lift, max(0.0, touch["top"] - touch["z"]))
+            self._touch = None
+            if lift > 0:
+                self._port.send(["G91", f"G1 Z{lift:g} F{motion.z_speed * 60:g}", "G90"], {TAG})
+            return {"active": False}
+        if action == "confirm":
+            return self._touch_confirm(touch)
+        raise RecoveryRefused("action must be one of start, jog, confirm, cancel", 400)
+
+    def _motion(self) -> MotionSettings:
+        return MotionSettings(**motion_kwargs(self._settings() or {}, self._port.profile() or {}))
+
+    def _touch_public(self) -> dict | None:
+        touch = self._touch
+        if touch is None:
+            return None
+        return {"active": True, "z": touch["z"], "floor": touch["floor"], "layer_z": touch["layer_z"],
+                "path": touch["path"]}  # fmt: skip
+
+    def _touch_start(self) -> dict:
+        if self._port.state() != "operational":
+            raise RecoveryRefused("the printer must be connected and idle")
+        info, _ = self._recovery(False, POSITION, True)
+        if info is None:
+            raise RecoveryRefused("there is no print to recover")
+        if not info["valid"]:
+            raise RecoveryRefused(f"this print cannot be recovered: {info['error']}")
+        if info["status"] == "analysing":
+            raise RecoveryRefused("the print is still being analysed: try again in a moment")
+        at_pos = self._analysed
+        profile = self._port.profile() or {}
+        volume, motion, flavour = Volume.from_profile(profile), self._motion(), self._flavour()
+        try:
+            start = touch_off_start(at_pos, volume, motion, settings_from(self._settings() or {}), flavour=flavour)
+        except RecoveryError as error:
+            raise RecoveryRefused(f"no safe touch-off: {error}") from error
+        refused = prelude_check(at_pos, volume, False, None, flavour).check(start.lines)
+        if refused:
+            raise RecoveryRefused(f"touch-off refused by the safety check: {refused[0]}")
+        self._port.send(start.lines, {TAG})
+        self._touch = {
+            "path": info["path"],
+            "origin": info["origin"],
+            "at_pos": at_pos,
+            "z": round(start.z, 4),
+            "floor": round(start.floor, 4),
+            "layer_z": at_pos.layer_z,
+            "top": volume.z_max - motion.top_margin - float((at_pos.state.offsets or {}).get("Z") or 0.0),
+        }
+        return dict(self._touch_public(), lines=start.lines)
+
+    def _touch_confirm(self, touch: dict) -> dict:
+        at_pos, top = touch["at_pos"], touch["layer_z"]
+        if top is None:
+            raise RecoveryRefused("the layer where the print stopped is unknown")
+        disk = self._port.disk_path(touch["origin"], touch["path"])
+        if disk is None:
+            raise RecoveryRefused("the file no longer exists")
+        fp = self._fingerprint(disk)
+        flavour, tools = self._flavour(), self._tools()
+        info = fastscan.index_info(self._indexes.path(disk, fp, flavour, tools), disk, flavour, tools=tools)
+        if not (info.valid and info.complete):
+            self._indexes.build(disk, fp, flavour, tools)
+            raise RecoveryRefused("the file's layers are still being found: confirm again in a moment")
+        following = next((layer for layer in info.layers if layer[0] > top + LAYER_MATCH * 5), None)
+        if following is None:
+            raise RecoveryRefused("the print stopped in its last layer: there is no layer after it")
+        at_next = self._indexes.analyse(disk, fp, int(following[1]), flavour, tools, -1)
+        if at_next is None:
+            raise RecoveryRefused("the file is still being analysed: confirm again in a moment")
+        profile = self._port.profile() or {}
+        volume = Volume.from_profile(profile)
+        oz = float((at_pos.state.offsets or {}).get("Z") or 0.0)
+        declare = f"SET_KINEMATIC_POSITION Z={top + oz:g}" if flavour == "klipper" else f"G92 Z{top:g}"
+        try:
+            prelude = build_prelude(
+                at_pos, at_next[0], volume, self._motion(), settings_from(self._settings() or {}),
+                position_kept=True, start=LAYER, flavour=flavour, nozzle_z=top,
+            )  # fmt: skip
+        except RecoveryError as error:
+            raise RecoveryRefused(f"no safe way to continue: {error}") from error
+        refused = prelude_check(at_pos, volume, True, top, flavour).check(prelude.lines)
+        if refused:
+            raise RecoveryRefused(f"prelude refused by the safety check: {refused[0]}")
+        self._check_script()
+        lines = [declare, *prelude.lines]
+        self._touch = None
+        self._start(touch["origin"], touch["path"], at_next[0].end_offset, lines)
+        self._records.recovered()
+        self._emit(
+            "recovered",
+            {"origin": touch["origin"], "path": touch["path"], "pos": int(following[1]),
+             "start": at_next[0].end_offset, "start_choice": "touch_off", "position_kept": True},
+        )  # fmt: skip
+        return {"active": False, "start": at_next[0].end_offset, "layer_z": following[0], "prelude": lines}
+
+    # ------------------------------------------------------------------ any file, from a height
+
+    def from_height(
+        self, path: str, z: float | None = None, position_kept: bool | None = None, power_lost: bool | None = None
+    ) -> dict:
+        """A local file's layers (from where it extrudes: z-hop travel is no layer) and, with `z`, the
+        prelude to print it on from the first layer at Z >= z - 0.005 (every deposit from there on,
+        once, in file order; none below). For prints that died without a record, or were cancelled.
+        Raises RecoveryRefused (404: no such file, 400: bad values)."""
+        return self._from_height(path, z, position_kept, power_lost)[0]
+
+    def _from_height(self, path, z, position_kept, power_lost) -> tuple[dict, Callable | None]:
+        if not isinstance(path, str) or not path.strip():
+            raise RecoveryRefused("path must be the path of a local file", 400)
+        if z is not None and (isinstance(z, bool) or not isinstance(z, (int, float)) or not math.isfinite(z)):
+            raise RecoveryRefused("z must be a number (mm)", 400)
+        position_kept = True if position_kept is None else bool(position_kept)
+        disk = self._port.disk_path("local", path)
+        if disk is None:
+            raise RecoveryRefused(f"there is no local file {path!r}", 404)
+        try:
+            fp = self._fingerprint(disk)
+        except OSError as error:
+            raise RecoveryRefused(f"the file cannot be read: {error}", 409) from error
+        flavour, tools = self._flavour(), self._tools()
+        out: dict = {
+            "origin": "local",
+            "path": path,
+            "name": os.path.basename(path),
+            "size": fp["size"],
+            "status": "ready",
+            "layers": [],
+            "choices": {"z": z, "position_kept": position_kept, "power_lost": bool(power_lost)},
+            "warnings": [],
+        }
+        index = self._indexes.path(disk, fp, flavour, tools)
+        info = fastscan.index_info(index, disk, flavour, tools=tools)
+        if not (info.valid and info.complete):
+            self._indexes.build(disk, fp, flavour, tools)
+            info = fastscan.index_info(index, disk, flavour, tools=tools)  # (done already by a synchronous spawn)
+        if not (info.valid and info.complete):
+            out["status"] = "analysing"
+            return out, None
+        size = fp["size"] or 1
+        out["layers"] = [
+            {"z": lz, "pos": pos, "progress": round(min(1.0, pos / size), 4)} for lz, pos, _off in info.layers
+        ]
+        if z is None:
+            return out, None
+        chosen = next((layer for layer in info.layers if layer[0] >= float(z) - LAYER_MATCH), None)
+        if chosen is None:
+            raise RecoveryRefused(f"the file has no layer at or above Z{float(z):g}", 400)
+        if not position_kept:
+            raise RecoveryRefused(
+                "from a height the printer must know where its head is: home it (Z only where the nozzle "
+                "clears the part) and choose that it kept its coordinates",
+                400,
+            )
+        at_start = self._indexes.analyse(disk, fp, int(chosen[1]), flavour, tools, -1)
+        if at_start is None:
+            out["status"] = "analysing"
+            return out, None
+        at_pos = at_start[0]
+        out.update(
+            layer_z=chosen[0],
+            pos=int(chosen[1]),
+            start=at_pos.end_offset,
+            progress=round(min(1.0, int(chosen[1]) / size), 4),
+            state=at_pos.state.as_dict(),
+            max_z=at_pos.state.max_z,
+            line=_line_at(disk, at_pos.end_offset),
+        )
+        cooled = self._bed_cooled(at_pos.state.bed_temp)
+        if cooled:
+            out["warnings"].append(cooled)
+        profile = self._port.profile() or {}
+        try:
+            prelude = self._prelude(at_pos, at_pos, True, POSITION, flavour, None, profile)
+        except RecoveryError as refusal:
+            out.update(prelude=None, prelude_error=str(refusal))
+            return out, None
+        out.update(prelude=prelude.lines, prelude_error=None, travel_z=prelude.travel_z)
+        out["warnings"] += prelude.warnings
+        volume = Volume.from_profile(profile)
+        return out, lambda: prelude_check(at_pos, volume, True, None, flavour)
+
     # ------------------------------------------------------------------ recover
 
     def recover(
         self,
-        position_kept: bool = False,
+        position_kept: bool | None = None,
         start: str = POSITION,
         prelude: list | None = None,
         power_lost: bool = False,
+        path: str | None = None,
+        z: float | None = None,
     ) -> dict:
         """Start the recoverable print at its start point with the prelude first. `prelude`: the lines
-        to send instead of the built ones (the user edited them). Raises RecoveryRefused."""
+        to send instead of the built ones (the user edited them). With `path` and `z`: that local file
+        from that height instead (see from_height). Raises RecoveryRefused."""
         for name, value in (("position_kept", position_kept), ("power_lost", power_lost)):
-            if not isinstance(value, bool):
+            if value is not None and not isinstance(value, bool):
                 raise RecoveryRefused(f"{name} must be true or false", 400)
         if start not in STARTS:
             raise RecoveryRefused(f"start must be one of {', '.join(STARTS)}", 400)
@@ -402,7 +639,13 @@ class RecoveryService:
             raise RecoveryRefused("the printer is not connected and operational")
         if state != "operational":
             raise RecoveryRefused("a print is running or paused: finish or cancel it first")
-        info, safety = self._recovery(position_kept, start, power_lost)
+        if path is not None or z is not None:
+            if path is None or z is None:
+                raise RecoveryRefused("path and z go together: a local file and the height to resume from", 400)
+            info, safety = self._from_height(path, z, position_kept, power_lost)
+            info["valid"] = True
+        else:
+            info, safety = self._recovery(position_kept, start, power_lost)
         if info is None:
             raise RecoveryRefused("there is no print to recover")
         if not info["valid"]:
@@ -442,11 +685,12 @@ class RecoveryService:
         finally:
             with self._lock:
                 self._recovering = False
-        self._records.recovered()
+        if path is None:
+            self._records.recovered()
         self._emit(
             "recovered",
             {"origin": info["origin"], "path": info["path"], "pos": info["pos"], "start": info["start"],
-             "start_choice": start, "position_kept": position_kept},
+             "start_choice": "height" if path is not None else start, "position_kept": position_kept},
         )  # fmt: skip
         self._log.info(
             "SafePause: recovering %s from byte %d (%s, position %s), %d prelude line(s)",
