@@ -3,7 +3,7 @@
     python benchmarks/bench_index_build.py            (SIZE_MB=100 WINDOW=8 REPEATS=3)
 
 When a print starts, SafePause builds a checkpoint index of its file in the background (core/recovery/
-index.py), in the same process as OctoPrint's serial threads. This streams a corpus file through
+index.py), in a child process at a lower priority. This streams a corpus file through
 OctoPrint's real Printer + MachineCom to the virtual printer (instant moves: the host is the bottleneck,
 a worst case) for WINDOW seconds, while an index of a SIZE_MB file is built the way the plugin builds
 it, and without; it prints the lines sent per second and the longest gaps between two lines sent, as
@@ -72,7 +72,7 @@ def plugin_build(big: Path, folder: Path):
     """What the plugin does at PrintStarted (IndexStore.build on a thread of OctoPrint's process)."""
 
     def start():
-        for old in folder.glob("*"):
+        for old in folder.rglob("*.idx*"):  # a fresh build each time
             old.unlink()
         store = IndexStore(folder, spawn=_daemon, logger=logging.getLogger("bench"))
         from octoprint_safepause.core.gcode import fastscan
@@ -116,7 +116,7 @@ def main():
 
     base, built = results["without"], results["with"]
     print(f"Streaming {FILE} to the virtual printer (instant moves), {window:g} s windows, best of {repeats};")
-    print(f"an index of a {size_mb:g} MB file built meanwhile as the plugin builds it (a thread, yielding):")
+    print(f"an index of a {size_mb:g} MB file built meanwhile as the plugin builds it (a child process, niced):")
     rate0, rate1 = best(base, "rate"), best(built, "rate")
     print(f"  lines sent per second: {rate0:.0f} without, {rate1:.0f} with: ratio {rate1 / rate0:.3f}")
     for key, name in (("median", "median gap"), ("p99", "99th percentile gap"), ("p999", "99.9th percentile gap"),

@@ -13,6 +13,8 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +22,16 @@ from typing import Any, Callable
 from ..gcode import StateTracker, fastscan
 
 INDEX_DIR = "recovery-index"
+_PACKAGE_DIR = Path(__file__).resolve().parents[2]  # octoprint_safepause/: `core` imports from there
+# The build, in a child that imports the core alone (not the plugin package, which imports OctoPrint).
+# It lowers its own priority (a preexec_fn is not safe in OctoPrint's threaded process).
+_CHILD = (
+    "import os, sys\n"
+    "if hasattr(os, 'nice'): os.nice(10)\n"
+    "sys.path.insert(0, sys.argv[1])\n"
+    "from core.gcode import fastscan\n"
+    "fastscan.build_index(sys.argv[2], sys.argv[3], sys.argv[4], tools=int(sys.argv[5]))"
+)
 KEEP_INDEXES = 4
 SYNC_SCAN_LIMIT = 8 * 1024 * 1024  # bytes scanned synchronously when there is no index
 KEEP_ANALYSES = 4
@@ -53,11 +65,17 @@ class IndexStore:
         self._log = logger
         self._lock = threading.Lock()
         self._building: set = set()
+        self._processes: set = set()
         self._cancel = threading.Event()
         self._analyses: dict = {}  # key -> (at_pos, at_layer): the read and the delivered position
 
     def stop(self) -> None:
         self._cancel.set()
+        with self._lock:
+            processes = list(self._processes)
+        for process in processes:
+            with contextlib.suppress(OSError):
+                process.kill()
 
     def path(self, disk: str, fp: dict, flavour: str, tools: int) -> Path:
         digest = hashlib.sha1(
@@ -78,14 +96,31 @@ class IndexStore:
         self._prune(keep=target)
 
         def work():
+            # In a process of its own, at a lower priority: on a thread of OctoPrint's process the build
+            # held the interpreter lock from the serial threads (benchmarks/bench_index_build.py: a
+            # fifth of the send rate and gaps of 180 ms between lines). The child imports only the core.
             try:
-                fastscan.build_index(
-                    disk, flavour, target, cancelled=self._cancel.is_set, yield_every=0.0005, tools=tools
+                process = subprocess.Popen(
+                    [sys.executable, "-I", "-c", _CHILD, str(_PACKAGE_DIR), disk, flavour, str(target), str(tools)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
                 )
-            except Exception as error:  # the index only speeds things up; never fail a print for it
+            except OSError as error:
                 self._log.warning("SafePause: index of %s not built: %s", disk, error)
+                with self._lock:
+                    self._building.discard(str(target))
+                return
+            with self._lock:
+                self._processes.add(process)
+            try:
+                _, err = process.communicate()
+                if process.returncode != 0 and not self._cancel.is_set():
+                    tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+                    self._log.warning("SafePause: index of %s not built: %s", disk, tail[0])
             finally:
                 with self._lock:
+                    self._processes.discard(process)
                     self._building.discard(str(target))
                 if done is not None:
                     done()
@@ -138,3 +173,4 @@ class IndexStore:
         """A tracker with the file's state before `offset`, from the index when there is one."""
         index = self.path(disk, fp, flavour, tools)
         return fastscan.tracker_at(disk, offset, flavour, index=index, tools=tools)
+
