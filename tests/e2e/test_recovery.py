@@ -525,3 +525,64 @@ def test_any_file_resumes_from_a_height_over_rest(sp_server):
     assert len(got) == len(want) and all(m.end[2] >= layer["z"] - 0.005 for m in got)
     for a, b in zip(got, want):
         assert a.end == pytest.approx(b.end, abs=TOL) and a.e == pytest.approx(b.e, abs=TOL), (a, b)
+
+
+def test_touch_off_after_a_power_loss_continues_with_the_next_layer_at_its_height(sp_server):
+    """The firmware model is the printer: reset (coordinates lost) with the head where the print left
+    it. The touch-off's start lines, then jogs of 0.05 mm down while the nozzle is above the top of the
+    print under it (what a sheet of paper tells the user), confirm: the rest of the print is the file's
+    own from the next layer on, at the file's height (within one jog), heat before extruding, XY travel
+    above the part."""
+    sent_before, _ = fail_mid_print(sp_server)
+    rec = get_recovery(sp_server, power_lost=True)
+    physical = Firmware("marlin").run(sent_before)
+    part = physical.max_deposit_z
+    fw = Firmware("marlin")  # reset: the head stays where it was
+    fw.pos = list(physical.pos)
+    mark = sp_server.serial_mark()
+    status, body = sp_server.command("touch_off", action="start")
+    assert status == 200, body
+    started = body["touch_off"]
+    fw.run(started["lines"])
+    assert not fw.errors, fw.errors
+    for move in fw.moves:
+        if move.travels_xy:
+            assert min(move.start[2], move.end[2]) > part, f"XY travel into the part ({part}): {move}"
+    jogs = 0
+    while fw.pos[2] - part > 0.05 + TOL:  # the paper still slides under the nozzle
+        status, body = sp_server.command("touch_off", action="jog", distance=-0.05)
+        assert status == 200, body
+        fw.run(["G91", "G1 Z-0.05", "G90"])
+        jogs += 1
+    assert jogs > 0
+    status, body = sp_server.command("touch_off", action="confirm")
+    assert status == 200, body
+    done = body["touch_off"]
+    sp_server.wait_for(lambda: sp_server.job()["state"] == "Operational", 60, interval=0.1, what="the print to finish")
+    # outside a print the touch-off's lines go out without line numbers, as do OctoPrint's own polls
+    housekeeping = {"M105", "M20", "M21", "M27", "M115"}
+    sends = [cmd for _, cmd in sp_server.sends(mark, unnumbered=True) if cmd not in housekeeping]
+    touch_lines = [*started["lines"], *["G91", "G1 Z-0.05 F600", "G90"] * jogs]
+    assert sends[: len(touch_lines)] == touch_lines
+    prelude, rest = split_at_reset(sends[len(touch_lines) :])
+    assert prelude == done["prelude"], (prelude[:5], done["prelude"][:5])
+    first = line_index(sp_server, done["start"])
+    check_rest_exactly_once(sp_server, rest, first)
+    fw.moves = []
+    fw.run(prelude)
+    for move in fw.moves:
+        assert move.e <= TOL or (move.target > 0 and move.temp >= move.target - TOL), f"cold extrusion: {move}"
+        if move.travels_xy:
+            assert min(move.start[2], move.end[2]) > part + TOL, f"XY travel into the part ({part}): {move}"
+    lines = [line for line, _ in sp_server.lines]
+    reference = Firmware("marlin").run(lines)
+    want = [m for m in reference.moves if m.line > first and m.deposits]
+    fw.moves = []
+    fw.lines = first
+    fw.run(rest[: len(lines) - first])
+    got = [m for m in fw.moves if m.deposits]
+    assert got and len(got) == len(want)
+    for a, b in zip(got, want):
+        assert a.end[:2] == pytest.approx(b.end[:2], abs=TOL) and a.e == pytest.approx(b.e, abs=TOL), (a, b)
+        assert a.end[2] == pytest.approx(b.end[2], abs=0.05 + TOL), (a, b)  # within one jog
+    assert rec["layer_z"] < done["layer_z"]
