@@ -453,13 +453,7 @@ class RecoveryService:
     def _touch_start(self) -> dict:
         if self._port.state() != "operational":
             raise RecoveryRefused("the printer must be connected and idle")
-        info, _ = self._recovery(False, POSITION, True)
-        if info is None:
-            raise RecoveryRefused("there is no print to recover")
-        if not info["valid"]:
-            raise RecoveryRefused(f"this print cannot be recovered: {info['error']}")
-        if info["status"] == "analysing":
-            raise RecoveryRefused("the print is still being analysed: try again in a moment")
+        info = _usable(self._recovery(False, POSITION, True)[0])
         at_pos = self._analysed
         profile = self._port.profile() or {}
         volume, motion, flavour = Volume.from_profile(profile), self._motion(), self._flavour()
@@ -646,12 +640,7 @@ class RecoveryService:
             info["valid"] = True
         else:
             info, safety = self._recovery(position_kept, start, power_lost)
-        if info is None:
-            raise RecoveryRefused("there is no print to recover")
-        if not info["valid"]:
-            raise RecoveryRefused(f"this print cannot be recovered: {info['error']}")
-        if info["status"] == "analysing":
-            raise RecoveryRefused("the print is still being analysed: try again in a moment")
+        _usable(info)
         if info.get("prelude") is None:
             raise RecoveryRefused(f"no safe way to continue with these choices: {info['prelude_error']}")
         lines = prelude if prelude is not None else info["prelude"]
@@ -741,6 +730,17 @@ class RecoveryService:
         finally:
             with contextlib.suppress(RuntimeError):
                 port.set_hold(False)
+
+
+def _usable(info: dict | None) -> dict:
+    """The answer, if something can be recovered from it now; else RecoveryRefused saying why."""
+    if info is None:
+        raise RecoveryRefused("there is no print to recover")
+    if not info["valid"]:
+        raise RecoveryRefused(f"this print cannot be recovered: {info['error']}")
+    if info["status"] == "analysing":
+        raise RecoveryRefused("the print is still being analysed: try again in a moment")
+    return info
 
 
 def _check_lines(lines) -> list[str]:
