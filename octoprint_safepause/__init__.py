@@ -336,8 +336,11 @@ class SafePausePlugin(
         if error:
             return flask.make_response(flask.jsonify(error=error), 400)
         try:
-            if "path" in choices:
-                # a local file from a height: its layers and, with z, the prelude
+            if "path" in choices and self.recovery is not None:
+                # a local file from a height: its layers and, with z, the prelude (this may start an
+                # index build: only for those who may start prints)
+                if not self._can(commands.CONTROL):
+                    return self._forbidden("you are not allowed to recover prints")
                 state["from_height"] = self.recovery.from_height(
                     choices["path"], choices.get("z"), choices.get("position_kept"), choices.get("power_lost")
                 )
@@ -397,13 +400,14 @@ class SafePausePlugin(
     # ~~ web interface
 
     def get_assets(self):
-        # In load order: the shared module first, then one view model per file (the recovery and the
-        # native-buttons view models depend on the sidebar's).
+        # In load order: the shared module first, then one view model per file (the recovery, the
+        # from-a-height and the native-buttons view models depend on the sidebar's).
         return {
             "js": [
                 "js/safepause_shared.js",
                 "js/safepause_sidebar.js",
                 "js/safepause_recovery.js",
+                "js/safepause_height.js",
                 "js/safepause_native.js",
                 "js/safepause_settings.js",
             ],

@@ -187,3 +187,42 @@ def _sent_since(sb, mark: int) -> list:
         if not cmd.startswith("M110"):
             sent.append(cmd)
     return sent
+
+
+def test_touch_off_from_the_dialog(server, open_page):  # noqa: F811
+    """After a power loss: start a touch-off, lower the nozzle in steps shown as they go, continue with
+    the next layer from the dialog."""
+    ui = open_page(server)
+    page = ui.page
+    fail_mid_print(server)
+    expect(page.locator("#safepause_recover")).to_be_enabled(timeout=UI_TIMEOUT)
+    page.locator("#safepause_recover").click()
+    dialog = page.locator("#safepause_recovery_dialog")
+    expect(dialog).to_be_visible(timeout=UI_TIMEOUT)
+    touch = dialog.locator("[data-test-id=safepause-touch-off]")
+    expect(touch).to_be_hidden()  # only after a power loss
+    dialog.locator("[data-test-id=safepause-rec-power-lost]").check()
+    expect(touch).to_be_visible(timeout=UI_TIMEOUT)
+    mark = server.serial_log.stat().st_size
+    touch.locator("[data-test-id=safepause-touch-start]").click()
+    z_text = touch.locator("[data-test-id=safepause-touch-z]")
+    expect(z_text).to_have_text(re.compile(r"^Z \d+\.\d\d mm$"), timeout=UI_TIMEOUT)
+    started = recovery(server, power_lost="true")["touch_off"]
+    expect(z_text).to_have_text(f"Z {started['z']:.2f} mm")
+    ui.shot("recovery-touch-off")
+    for _ in range(3):
+        before = recovery(server)["touch_off"]["z"]
+        touch.locator("[data-test-id='safepause-touch-jog--0.1']").click()
+        wait_for(lambda b=before: recovery(server)["touch_off"]["z"] == pytest.approx(b - 0.1), 10, "the jog")
+    expect(z_text).to_have_text(f"Z {started['z'] - 0.3:.2f} mm", timeout=UI_TIMEOUT)
+    touch.locator("[data-test-id=safepause-touch-confirm]").click()
+    expect(dialog).to_be_hidden(timeout=UI_TIMEOUT)
+    server.wait_state("Printing", "Finishing", "Operational", timeout=30)
+    with open(server.serial_log, "rb") as log:
+        log.seek(mark)
+        text = log.read().decode(errors="replace")
+    # outside a print the touch-off goes out without line numbers
+    sent = [(m.group(1) or m.group(2)).strip() for m in re.finditer(r"Send: (?:N\d+ (.*)\*\d+|(.*))$", text, re.M)]
+    assert "G28 X Y" in sent and sent.count("G1 Z-0.1 F600") == 3, sent[:40]
+    assert recovery(server) is None
+    ensure_idle(server)

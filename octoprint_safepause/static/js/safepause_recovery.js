@@ -208,6 +208,7 @@ $(function () {
                     if (sequence !== self._previewSequence) return;
                     var rec = response ? response.recovery || null : null;
                     self.recPreview(rec);
+                    self.touchOff(rec && rec.touch_off ? rec.touch_off : null);
                     if (rec && rec.status === "analysing") {
                         setTimeout(function () {
                             if (sequence === self._previewSequence && self.recoveryDialogOpen()) self.fetchPreview();
@@ -279,6 +280,56 @@ $(function () {
                     self.recRequesting(false);
                     self.fetchRecovery();
                 });
+        };
+
+        // ------------------------------------------------------------------ touch-off (power loss)
+
+        self.touchOff = ko.observable(null); // the server's touch_off state while one is under way
+        self.touchRequesting = ko.observable(false);
+        self.touchSteps = [-1, -0.1, -0.05, 0.05, 0.1, 1];
+        self.touchZ = ko.pureComputed(function () {
+            var touch = self.touchOff();
+            return touch ? "Z " + Number(touch.z).toFixed(2) + " mm" : "";
+        });
+        self._touch = function (data, onDone) {
+            self.touchRequesting(true);
+            self.recError(null);
+            return SP.command("touch_off", data)
+                .done(function (response) {
+                    var touch = response ? response.touch_off : null;
+                    self.touchOff(touch && touch.active ? touch : null);
+                    if (onDone) onDone(touch);
+                })
+                .fail(function (jqXHR) {
+                    self.recError(SP.errorText(jqXHR));
+                })
+                .always(function () {
+                    self.touchRequesting(false);
+                });
+        };
+        self.startTouchOff = function () {
+            self._touch({action: "start"});
+        };
+        self.jogTouchOff = function (step) {
+            self._touch({action: "jog", distance: step});
+        };
+        self.cancelTouchOff = function () {
+            self._touch({action: "cancel"});
+        };
+        self.confirmTouchOff = function () {
+            self._touch({action: "confirm"}, function () {
+                self.hideRecoveryDialog();
+                self.recovery(null);
+                new PNotify({
+                    title: gettext("SafePause"),
+                    text: gettext("The print goes on with the next layer."),
+                    type: "success"
+                });
+                self.fetchRecovery();
+            });
+        };
+        self.touchStepText = function (step) {
+            return (step > 0 ? "+" : "\u2212") + Math.abs(step) + " mm";
         };
 
         self.discardRecovery = function () {
