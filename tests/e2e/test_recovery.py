@@ -296,6 +296,11 @@ def check_offered(server, rec: dict, sent_before: list, since: float):
     assert rec["state"]["bed_temp"] == 60.0 and rec["state"]["tool_temps"]["0"] > 0
     assert rec["choices"] == {"position_kept": False, "start": "position", "power_lost": False}
     assert rec["start"] == rec["pos"] and rec["prelude"] and rec["prelude_error"] is None
+    # the virtual printer comes back cold: a bed far below the print's temperature is named
+    status, printer = server.api("GET", "/api/printer")
+    bed = (printer.get("temperature") or {}).get("bed") or {}
+    cooled = bed.get("actual") is not None and bed["actual"] < rec["state"]["bed_temp"] - 15
+    assert any("the bed has cooled" in w for w in rec["warnings"]) == cooled, (bed, rec["warnings"])
     # the printer stayed on: no uncertainty; after a power loss it is named whenever there is one
     assert not any("stopped between" in w for w in rec["warnings"]), rec["warnings"]
     lost = get_recovery(server, power_lost=True)
@@ -586,3 +591,11 @@ def test_touch_off_after_a_power_loss_continues_with_the_next_layer_at_its_heigh
         assert a.end[:2] == pytest.approx(b.end[:2], abs=TOL) and a.e == pytest.approx(b.e, abs=TOL), (a, b)
         assert a.end[2] == pytest.approx(b.end[2], abs=0.05 + TOL), (a, b)  # within one jog
     assert rec["layer_z"] < done["layer_z"]
+
+
+def test_a_print_cancelled_on_purpose_is_not_offered(sp_server):
+    sp_server.start_print(DROP_AT)
+    status, body = sp_server.api("POST", "/api/job", {"command": "cancel"})
+    assert status == 204, body
+    sp_server.wait_for(lambda: sp_server.job()["state"] == "Operational", 30, interval=0.1, what="the cancel")
+    assert get_recovery(sp_server) is None
