@@ -309,10 +309,18 @@ class Sandbox:
         body = {"command": "connect", "port": "VIRTUAL", "baudrate": 115200}
         if profile:
             body["printerProfile"] = profile
-        status, reply = self.api("POST", "/api/connection", body)
-        if status != 204:
-            raise RuntimeError(f"connect: HTTP {status} {reply}")
-        return self.wait_state("Operational", timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            status, reply = self.api("POST", "/api/connection", body)
+            if status != 204:
+                raise RuntimeError(f"connect: HTTP {status} {reply}")
+            try:
+                return self.wait_state("Operational", timeout=min(5.0, max(0.1, deadline - time.monotonic())))
+            except TimeoutError:
+                # OctoPrint ignores a connect while it is still tearing down a connection that failed
+                # (Printer.connect returns when its old comm is still set): ask again
+                if time.monotonic() > deadline or not self.state().startswith(("Offline", "Closed", "Error")):
+                    return self.wait_state("Operational", timeout=max(0.1, deadline - time.monotonic()))
 
     def disconnect(self):
         return self.api("POST", "/api/connection", {"command": "disconnect"})
