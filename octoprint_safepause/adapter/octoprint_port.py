@@ -52,7 +52,11 @@ class OctoPrintPort:
     """PrinterPort over OctoPrint's `PrinterInterface` and file manager."""
 
     def __init__(self, printer, file_manager, profile_manager, load_script=None):
+        # OctoPrint hands plugins a proxy that wraps every method call to add the plugin's tags (tens of
+        # µs each): commands go through it, the frequent reads go to the printer itself.
         self._printer = printer
+        self._raw = getattr(printer, "__wrapped__", printer)
+        self._job_cache: tuple | None = None  # (MachineCom's current file object, JobInfo)
         self._files = file_manager
         self._profiles = profile_manager
         self._load_script = load_script
@@ -63,29 +67,49 @@ class OctoPrintPort:
         self._printer.commands(list(lines), tags=set(tags))
 
     def set_hold(self, value):
-        self._printer.set_job_on_hold(value)
+        self._raw.set_job_on_hold(value)
 
     def try_hold(self):
-        return self._printer.set_job_on_hold(True, blocking=False) is not False
+        return self._raw.set_job_on_hold(True, blocking=False) is not False
 
     def state(self):
-        return state_from_id(self._printer.get_state_id())
+        # MachineCom.getStateId() searches its class for the name at every call (~70 µs); the pause and
+        # resume paths ask often: the same names, looked up in a table made once per class
+        comm = getattr(self._raw, "_comm", _NO_COMM)
+        if comm is None:
+            return "offline"
+        if comm is _NO_COMM:  # not OctoPrint's Printer: ask it the documented way
+            return state_from_id(self._raw.get_state_id())
+        table = _STATE_NAMES.get(type(comm))
+        if table is None:
+            table = _STATE_NAMES[type(comm)] = {
+                value: name[len("STATE_") :] for name, value in vars(type(comm)).items() if name.startswith("STATE_")
+            }
+        name = table.get(getattr(comm, "_state", None))
+        return state_from_id(name) if name else state_from_id(self._raw.get_state_id())
 
     def job(self):
-        current = self._printer.get_current_job() or {}
-        file = current.get("file") or {}
+        # Asked at every pause request: the lookup through OctoPrint's state and file manager costs
+        # ~0.7 ms while printing, so it is kept for as long as MachineCom has the same file selected.
+        current = getattr(getattr(self._raw, "_comm", None), "_currentFile", None)
+        cached = self._job_cache
+        if current is not None and cached is not None and cached[0] is current:
+            return cached[1]
+        file = (self._raw.get_current_job() or {}).get("file") or {}
         origin, path = file.get("origin"), file.get("path")
         if not origin or not path:
             return None
         disk_path = self.disk_path(origin, path) if origin == "local" else None
-        return JobInfo(origin, path, disk_path, file.get("name") or path, file.get("size"))
+        info = JobInfo(origin, path, disk_path, file.get("name") or path, file.get("size"))
+        self._job_cache = (current, info) if current is not None else None
+        return info
 
     def temperatures(self):
-        return self._printer.get_current_temperatures() or {}
+        return self._raw.get_current_temperatures() or {}
 
     def file_position(self):
         # the reader's own position: Printer's progress data is only refreshed when it is next published
-        comm = getattr(self._printer, "_comm", None)
+        comm = getattr(self._raw, "_comm", None)
         if comm is not None:
             self._last_comm = comm
         try:
@@ -107,12 +131,12 @@ class OctoPrintPort:
         return self._profiles.get_current_or_default() or {}
 
     def wait_for_reader(self, timeout):
-        return wait_for_job_reader(getattr(self._printer, "_comm", None), timeout)
+        return wait_for_job_reader(getattr(self._raw, "_comm", None), timeout)
 
     def written_commands(self):
         # MachineCom keeps the last numbered lines it sends (for resends), adding each *before* writing
         # it; Printer drops its comm when the connection closes, so the one seen last is asked.
-        comm = getattr(self._printer, "_comm", None) or self._last_comm
+        comm = getattr(self._raw, "_comm", None) or self._last_comm
         try:
             history = list(getattr(comm, "_lastLines", None) or ())
             failed = _failed_write(list(getattr(comm, "_terminal_log", None) or ()))
@@ -144,7 +168,7 @@ class OctoPrintPort:
 
     def start_print(self, origin, path, offset, tags):
         def selected():
-            file = (self._printer.get_current_job() or {}).get("file") or {}
+            file = (self._raw.get_current_job() or {}).get("file") or {}
             return (file.get("origin"), file.get("path")) == (origin, path)
 
         if not selected():
@@ -158,6 +182,8 @@ class OctoPrintPort:
         return (self._load_script(name) if self._load_script else None) or ""
 
 
+_NO_COMM = object()
+_STATE_NAMES: dict = {}  # MachineCom class -> {state value: state id}
 _SENT = re.compile(r"^Send: N(\d+) ")
 # MachineCom's messages when a write times out or fails ("trying again" is followed by the error only
 # while the connection is not already closing from its read side)

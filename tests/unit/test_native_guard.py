@@ -267,7 +267,9 @@ def test_preview_uses_the_live_pause_when_there_is_one(plugin):
             return {"tool0": {"actual": 200.0, "target": 200.0}}
 
     plugin.controller.current_pause = lambda: (tracker.state, SimpleNamespace(flavour="marlin"))
-    plugin.port._printer = Printer()
+    from octoprint_safepause.adapter.octoprint_port import OctoPrintPort
+
+    plugin.port = OctoPrintPort(Printer(), None, _Profiles())
     preview = plugin.preview({})
     assert preview["source"] == "pause" and preview["position"] == {"x": 50.0, "y": 50.0, "z": 0.4}
     assert "G92 E1" in preview["resume"]  # absolute E: the logical E comes back
