@@ -765,6 +765,9 @@ def test_from_a_height_refusals(env):
     with pytest.raises(RecoveryRefused, match="path and z go together") as refused:
         service.recover(path="bunny.gcode")
     assert refused.value.status == 400
+    with pytest.raises(RecoveryRefused, match="the layer is the start") as refused:
+        service.recover(path="bunny.gcode", z=2.0, start="layer")
+    assert refused.value.status == 400
 
 
 def test_touch_off_after_a_power_loss_continues_with_the_next_layer(env):

@@ -636,6 +636,8 @@ class RecoveryService:
         if path is not None or z is not None:
             if path is None or z is None:
                 raise RecoveryRefused("path and z go together: a local file and the height to resume from", 400)
+            if start != POSITION:
+                raise RecoveryRefused("start applies to a recorded print; from a height the layer is the start", 400)
             info, safety = self._from_height(path, z, position_kept, power_lost)
             info["valid"] = True
         else:
