@@ -442,7 +442,7 @@ class TestBuiltInstalledServed:
         with tarfile.open(installed.sdist) as t:
             names = [m.name.split("/", 1)[1] for m in t.getmembers() if m.isfile() and "/" in m.name]
         expected = [f"{PACKAGE}/{f}" for f in must_ship(installed.tree)]
-        expected += ["setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "PKG-INFO"]
+        expected += ["setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE", "PKG-INFO"]
         assert [f for f in expected if f not in names] == []
         assert [n for n in names if JUNK.search(n)] == []
 
