@@ -95,6 +95,7 @@ class RecoveryService:
         self._last_live = 0.0
         self._firmware_cancel = False  # OctoPrint cancels on a firmware error too: not the user's doing
         self._touch: dict | None = None  # a touch-off under way (see touch_off)
+        self._touch_lock = threading.Lock()
         self._analysed = None  # the last scan _recovery answered from
 
     # ------------------------------------------------------------------ lifecycle and events
@@ -405,6 +406,10 @@ class RecoveryService:
         in steps the user chooses) until the nozzle just touches the print. "confirm": that is the top
         of the last printed layer: the print continues with the layer after it. "cancel": lift and stop.
         Returns the touch-off's state; raises RecoveryRefused."""
+        with self._touch_lock:  # one step at a time: two jogs at once would lose track of the height
+            return self._touch_step(action, distance)
+
+    def _touch_step(self, action: str, distance) -> dict:
         if action == "start":
             return self._touch_start()
         touch = self._touch
