@@ -139,12 +139,12 @@ class OctoPrintPort:
         comm = getattr(self._raw, "_comm", None) or self._last_comm
         try:
             history = list(getattr(comm, "_lastLines", None) or ())
-            failed = _failed_write(list(getattr(comm, "_terminal_log", None) or ()))
-            if failed is not None:
-                # the write of line `failed` raised and the connection closed: it and any after it
-                # were never written
-                unwritten = int(comm._current_line) - failed
-                history = history[: len(history) - unwritten] if 0 < unwritten <= len(history) else []
+            unwritten = _first_unwritten(list(getattr(comm, "_terminal_log", None) or ()))
+            if unwritten is not None:
+                # that line and any after it never reached the port (a write that failed, or the port
+                # already gone: MachineCom then returns without writing, or logging "Send:")
+                count = int(comm._current_line) - unwritten
+                history = history[: len(history) - count] if 0 < count <= len(history) else history
         except Exception:
             return []
         return [line.decode("utf-8", "replace") if isinstance(line, bytes) else str(line) for line in history]
@@ -194,17 +194,20 @@ _WRITE_FAILED = (
 )
 
 
-def _failed_write(terminal: list) -> int | None:
-    """The line number whose write failed, from MachineCom's terminal log (its last messages): the last
-    numbered "Send:" followed by a write error and nothing from the printer after it. None when the last
-    writes went through."""
-    number, failed = None, None
+def _first_unwritten(terminal: list) -> int | None:
+    """The number of the first numbered line that was not written, from MachineCom's terminal log (its
+    last messages; every numbered line is logged as "Send: N<n> ..." right before its write): the last
+    logged one when a write error follows it with nothing from the printer after, else the one after
+    it. None when nothing was logged (the history cannot be checked)."""
+    number, failed = None, False
     for message in map(str, terminal):
         match = _SENT.match(message)
         if match:
-            number, failed = int(match.group(1)), None
+            number, failed = int(match.group(1)), False
         elif number is not None and message.startswith(_WRITE_FAILED):
-            failed = number
+            failed = True
         elif message.startswith("Recv:"):
-            failed = None  # the printer answered after it: the retry went through
-    return failed
+            failed = False  # the printer answered after it: the retry went through
+    if number is None:
+        return None
+    return number if failed else number + 1
