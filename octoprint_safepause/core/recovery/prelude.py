@@ -131,6 +131,12 @@ def _offset(state, axis: str) -> float:
     return float(value)
 
 
+def declare_z(z: float, oz: float, flavour: str) -> str:
+    """Tell the firmware the nozzle is at logical Z `z` (the frame's Z offset `oz`). Klipper refuses moves
+    before homing: there SET_KINEMATIC_POSITION, which also marks the axes homed, takes machine Z."""
+    return f"SET_KINEMATIC_POSITION Z={_num(z + oz)}" if flavour == KLIPPER else f"G92 Z{_num(z)}"
+
+
 def _heat(state, flavour: str) -> list[str]:
     """Targets back and waited for, bed first, before anything extrudes."""
     lines: list[str] = []
@@ -338,11 +344,7 @@ def build_prelude(
                 f"the nozzle stopped between Z{_num(z_low)} and Z{_num(z_high)}; Z is declared at "
                 f"Z{_num(z_low)}: if it was higher the print goes on up to {_num(uncertainty)} mm high"
             )
-        if flavour == KLIPPER:
-            # Klipper refuses moves before homing; this also marks the axes homed
-            lines.append(f"SET_KINEMATIC_POSITION Z={_num(z_low + oz_here)}")
-        else:
-            lines.append(f"G92 Z{_num(z_low)}")
+        lines.append(declare_z(z_low, oz_here, flavour))
         lines += ["G91", f"G1 Z{_num(lift)} {z_speed}", "G90"]
     if homing:
         lines.append("G28 " + " ".join(homing))
@@ -467,6 +469,7 @@ class TouchOff:
     lines: list
     z: float  # the logical Z (frame at the recorded position) the nozzle then stands at
     floor: float  # no jog goes below this logical Z: under the lowest the top of the part can be
+    top: float  # nor above this one: the top of the build volume, less its margin
     x: float
     y: float
 
@@ -489,14 +492,13 @@ def touch_off_start(
     if lift < here.max_z - z_low + motion.clearance - EPS:
         raise RecoveryError("no room above the print to home X and Y")
     z_speed = f"F{_num(motion.z_speed * 60)}"
-    declare = f"SET_KINEMATIC_POSITION Z={_num(z_low + oz)}" if flavour == KLIPPER else f"G92 Z{_num(z_low)}"
     ox, oy = _offset(here, "X"), _offset(here, "Y")
     x, y = volume.clamp_xy(here.x + ox, here.y + oy)  # machine XY: X/Y are homed, no offset any more
-    lines = [declare, "G91", f"G1 Z{_num(lift)} {z_speed}", "G90", "G28 X Y", *_heat(here, flavour)]
+    lines = [declare_z(z_low, oz, flavour), "G91", f"G1 Z{_num(lift)} {z_speed}", "G90", "G28 X Y", *_heat(here, flavour)]
     lines.append(f"G1 X{_num(x)} Y{_num(y)} F{_num(motion.travel_speed * 60)}")
     # the top of the part under the nozzle is at most the window's uncertainty below the lowest guess
     floor = z_low - (z_high - z_low) - TOUCH_MARGIN
-    return TouchOff(lines, z_low + lift, floor, x, y)
+    return TouchOff(lines, z_low + lift, floor, top, x, y)
 
 
 TOUCH_MARGIN = 1.0  # mm below the lowest the part's top can be that a jog may still go

@@ -41,6 +41,7 @@ from .prelude import (
     TAG,
     RecoveryError,
     build_prelude,
+    declare_z,
     prelude_check,
     settings_from,
     touch_off_start,
@@ -96,7 +97,6 @@ class RecoveryService:
         self._firmware_cancel = False  # OctoPrint cancels on a firmware error too: not the user's doing
         self._touch: dict | None = None  # a touch-off under way (see touch_off)
         self._touch_lock = threading.Lock()
-        self._analysed = None  # the last scan _recovery answered from
 
     # ------------------------------------------------------------------ lifecycle and events
 
@@ -254,9 +254,9 @@ class RecoveryService:
 
     def _recovery(
         self, position_kept: bool | None, start: str | None, power_lost: bool | None = None
-    ) -> tuple[dict | None, Callable | None]:
+    ) -> tuple[dict | None, Callable | None, object]:
         """(get_recovery's answer, a function that returns the safety check seeded where the prelude
-        starts, or None while there is no prelude)."""
+        starts, or None while there is no prelude, the scan the answer stands on, or None)."""
         position_kept = False if position_kept is None else bool(position_kept)
         power_lost = False if power_lost is None else bool(power_lost)
         start = start or POSITION
@@ -265,7 +265,7 @@ class RecoveryService:
         generation = self._records.generation
         record = self._records.current()
         if record is None:
-            return None, None
+            return None, None, None
         out: dict = {
             "origin": record["origin"],
             "path": record["path"],
@@ -287,7 +287,7 @@ class RecoveryService:
             out["progress"] = min(1.0, int(record["pos"]) / fp["size"]) if fp["size"] else 0.0
         if error:
             out["error"] = error
-            return out, None
+            return out, None, None
         out["valid"] = True
         flavour, tools = self._flavour(), self._tools()
         analysis = self._indexes.analyse(disk, fp, int(record["pos"]), flavour, tools, generation)
@@ -298,9 +298,8 @@ class RecoveryService:
                 analysis = self._indexes.analyse(disk, fp, delivered, flavour, tools, generation)
         if analysis is None:
             out["status"] = "analysing"
-            return out, None
+            return out, None, None
         at_pos, at_layer = analysis
-        self._analysed = at_pos  # the touch-off starts from it
         cooled = self._bed_cooled(at_pos.state.bed_temp)
         if cooled:
             out["warnings"].append(cooled)
@@ -333,7 +332,7 @@ class RecoveryService:
             prelude = self._prelude(at_pos, at_layer, position_kept, start, flavour, nozzle_z, profile)
         except RecoveryError as refusal:
             out.update(prelude=None, prelude_error=str(refusal), start=None)
-            return out, None
+            return out, None, None
         out.update(
             prelude=prelude.lines,
             prelude_error=None,
@@ -342,7 +341,7 @@ class RecoveryService:
             warnings=out["warnings"] + prelude.warnings,
         )
         volume = Volume.from_profile(profile)
-        return out, lambda: prelude_check(at_pos, volume, position_kept, nozzle_z, flavour)
+        return out, lambda: prelude_check(at_pos, volume, position_kept, nozzle_z, flavour), at_pos
 
     def _bed_cooled(self, target: float | None) -> str | None:
         """A warning when the bed is far below the print's temperature now: the part may have come loose."""
@@ -458,8 +457,8 @@ class RecoveryService:
     def _touch_start(self) -> dict:
         if self._port.state() != "operational":
             raise RecoveryRefused("the printer must be connected and idle")
-        info = _usable(self._recovery(False, POSITION, True)[0])
-        at_pos = self._analysed
+        info, _, at_pos = self._recovery(False, POSITION, True)
+        _usable(info)
         profile = self._port.profile() or {}
         volume, motion, flavour = Volume.from_profile(profile), self._motion(), self._flavour()
         try:
@@ -477,7 +476,7 @@ class RecoveryService:
             "z": round(start.z, 4),
             "floor": round(start.floor, 4),
             "layer_z": at_pos.layer_z,
-            "top": volume.z_max - motion.top_margin - float((at_pos.state.offsets or {}).get("Z") or 0.0),
+            "top": start.top,
         }
         return dict(self._touch_public(), lines=start.lines)
 
@@ -502,8 +501,7 @@ class RecoveryService:
             raise RecoveryRefused("the file is still being analysed: confirm again in a moment")
         profile = self._port.profile() or {}
         volume = Volume.from_profile(profile)
-        oz = float((at_pos.state.offsets or {}).get("Z") or 0.0)
-        declare = f"SET_KINEMATIC_POSITION Z={top + oz:g}" if flavour == "klipper" else f"G92 Z{top:g}"
+        declare = declare_z(top, float((at_pos.state.offsets or {}).get("Z") or 0.0), flavour)
         try:
             prelude = build_prelude(
                 at_pos, at_next[0], volume, self._motion(), settings_from(self._settings() or {}),
@@ -646,7 +644,7 @@ class RecoveryService:
             info, safety = self._from_height(path, z, position_kept, power_lost)
             info["valid"] = True
         else:
-            info, safety = self._recovery(position_kept, start, power_lost)
+            info, safety, _ = self._recovery(position_kept, start, power_lost)
         _usable(info)
         if info.get("prelude") is None:
             raise RecoveryRefused(f"no safe way to continue with these choices: {info['prelude_error']}")
