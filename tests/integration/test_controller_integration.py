@@ -252,6 +252,8 @@ def test_random_pauses_over_the_corpus_keep_every_line_once_in_order(rig, wired,
                 state["snapshot"],
             )
             cycle.file_position = port.file_position()
+            # "paused" is announced right after the state is set: wait for it rather than race it
+            wait_until(rig, lambda k=n_events: any(e[0] == "paused" for e in w.events[k:]), 5, f"paused event {where}")
             paused_events = [e for e in w.events[n_events:] if e[0] == "paused"]
             assert len(paused_events) == 1, (w.events[n_events:], where)
             payload = paused_events[0][1]
