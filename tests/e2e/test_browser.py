@@ -42,7 +42,8 @@ FAST_HEAT = {"plugins": {"virtual_printer": {"ambientTemperature": 210.0}}}
 # mid-print and a resumed print keeps printing while the test looks.
 SLOW_MOVES = "M220 S30"
 PAUSE_AFTER = 2500  # bytes: past homing and heating, drawing the intro line
-UI_TIMEOUT = 15_000  # ms
+UI_TIMEOUT = 30_000  # ms: a loaded machine (the suite runs 4 workers on 2 cores) is slow, a passing test never waits it out
+FIRST_VIEW_TIMEOUT = 120_000  # ms
 
 # ------------------------------------------------------------------------------------------ server
 
@@ -158,7 +159,13 @@ class Page:
         self.page.fill("#login-user", user)
         self.page.fill("#login-password", password)
         self.page.click("#login-button")
-        self.page.locator("#sidebar_plugin_safepause").wait_for(state="visible", timeout=30_000)
+        # logging in reloads OctoPrint's whole app (44 view models): seconds alone, much longer when
+        # the suite's other workers hold both cores
+        try:
+            self.page.locator("#sidebar_plugin_safepause").wait_for(state="visible", timeout=FIRST_VIEW_TIMEOUT)
+        except Exception as timeout:
+            self.shot("page-did-not-open")
+            raise AssertionError(f"SafePause's sidebar not visible; JavaScript errors: {self.errors}") from timeout
         expect(self.state).not_to_have_text("", timeout=UI_TIMEOUT)
 
     @property

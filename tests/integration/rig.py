@@ -748,15 +748,31 @@ class Rig:
 
     def wait_done(self, timeout: float = 60.0) -> str:
         """Wait until the current print ends and the printer is operational again. Returns the first
-        terminal event of the job: "PrintDone", "PrintCancelled" or "PrintFailed"."""
+        terminal event of the job: "PrintDone", "PrintCancelled" or "PrintFailed".
+
+        `timeout` is how long the print may stand still: while the file position moves the wait goes on
+        (a loaded machine prints slower, a stalled print is what the tests look for), up to ten times
+        `timeout` in all."""
 
         def finished():
             ended = any(e[0] in TERMINAL_EVENTS for e in self._events)
             return ended and self.state_id() in ("OPERATIONAL", "OFFLINE", "ERROR")
 
+        def position():
+            comm = self.comm
+            return comm.getFilePosition() if comm else None
+
+        give_up = time.monotonic() + 10 * timeout
+        stalled_at = time.monotonic() + timeout
+        last = position()
         with self._cond:
-            if not self._cond.wait_for(finished, timeout):
-                raise TimeoutError(f"print not finished after {timeout}s; {self.diagnose()}")
+            while not self._cond.wait_for(finished, min(1.0, timeout)):
+                now = time.monotonic()
+                current = position()
+                if current != last:
+                    last, stalled_at = current, now + timeout
+                if now > stalled_at or now > give_up:
+                    raise TimeoutError(f"print not finished after {timeout}s; {self.diagnose()}")
             return next(e[0] for e in self._events if e[0] in TERMINAL_EVENTS)
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.005):
