@@ -23,6 +23,8 @@ RECOVERY_EVENTS = frozenset(
 FORWARDED_EVENTS = frozenset(
     [
         "PrintStarted",
+        "PrintResumed",
+        "PrinterStateChanged",
         "PrintDone",
         "PrintFailed",
         "PrintCancelling",
@@ -34,7 +36,7 @@ FORWARDED_EVENTS = frozenset(
 )
 
 # Every setting, its default, type and bounds: settings_schema.SCHEMA (docs/native-pause.md for
-# take_over_pause, off by default: clients that only know OctoPrint's state would see "Printing").
+# take_over_pause and run_octoprint_scripts).
 SETTINGS_DEFAULTS = settings_schema.defaults()
 
 API_PATH = "/api/plugin/safepause"
@@ -142,6 +144,7 @@ class SafePausePlugin(
             self._plugin_manager.send_plugin_message(self._identifier, {"type": "settings_errors", "errors": errors})
         octoprint.plugin.SettingsPlugin.on_settings_save(self, accepted)
         self.controller.hold_timeout = self._hold_timeout()
+        self.controller.configure()
         return errors
 
     def _hold_timeout(self):
@@ -231,6 +234,8 @@ class SafePausePlugin(
 
     def _apply_native_decision(self, decision):
         if decision.action is None:
+            if decision.status < 300:
+                return flask.make_response("", decision.status)
             return self._native_refusal(decision.message)
         user = self._current_user_name()
         params = {}

@@ -1,21 +1,21 @@
-"""What OctoPrint's own Pause / Resume / Cancel (web UI and `POST /api/job`) do while SafePause acts.
+"""What OctoPrint's own Pause / Resume / Cancel (web UI and `POST /api/job`) do with SafePause.
 
-During a SafePause hold OctoPrint still reports "Printing", so its own buttons stay enabled. Left
-alone they misbehave: OctoPrint's Pause sits in "Pausing" for the whole hold and pauses again, at the
-print, once SafePause resumes; its Cancel leaves the state "Cancelling" until the hold is released
-(notes §4.1). So the plugin's `octoprint.server.api.before_request` handler asks `decide()` first:
+A SafePause pause is OctoPrint's pause (OctoPrint says Paused, fires PrintPaused / PrintResumed), so
+OctoPrint's buttons show what they always show. The plugin's `octoprint.server.api.before_request`
+handler asks `decide()` first, so that each of them acts on SafePause's pause the way it would on
+OctoPrint's own (notes §4.1, docs/native-pause.md):
 
 | SafePause state | OctoPrint Cancel | OctoPrint Pause | OctoPrint Resume / toggle |
 |---|---|---|---|
-| pausing, paused | SafePause cancel, 204 | 409, "already paused by SafePause" | paused: SafePause resume, 204; pausing: 409 |
+| pausing, paused | SafePause cancel, 204 | 204, nothing to do (as OctoPrint on a paused print) | paused: SafePause resume, 204; pausing: 409 |
 | resuming | OctoPrint's own | 409, "try again in a moment" | 409 |
 | cancelling | OctoPrint's own | 409 | 409 |
-| idle | OctoPrint's own | OctoPrint's own, or a SafePause pause with `take_over_pause` | OctoPrint's own |
+| idle | OctoPrint's own | a SafePause pause (`take_over_pause`, on by default), else OctoPrint's own | OctoPrint's own |
 
 Pure: no Flask, no OctoPrint. The caller checks the permission (OctoPrint's PRINT, as for /api/job
 itself) and runs the action on the controller; when the controller refuses after all (a race with
-another thread), it answers 409 with the controller's reason, or for a take-over pause lets OctoPrint
-pause natively.
+another thread), it answers 409 with the controller's reason, or for a taken-over pause lets OctoPrint
+pause natively (an SD card print).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def decide(
     body: Any,
     state: dict | Callable[[], dict],
     *,
-    take_over_pause: bool = False,
+    take_over_pause: bool = True,
     printer_state: str | None = None,
     clock: Callable[[float], str] | None = None,
 ) -> Decision | None:
@@ -102,18 +102,14 @@ def decide(
 
     if current == "paused":
         if action == "pause":
-            return Decision(
-                None,
-                409,
-                _join("The print is already paused by SafePause", describe(state, clock), "; resume it"),
-            )
+            return Decision(None, 204)  # OctoPrint's own pause of a paused print does nothing, successfully
         return Decision(RESUME, 204)
     if current == "pausing":
         if action == "pause":
-            return Decision(
-                None, 409, _join("SafePause is already pausing the print", describe(state, clock))
-            )
-        return Decision(None, 409, "SafePause is still parking the head; resume once it is paused")
+            return Decision(None, 204)
+        return Decision(
+            None, 409, _join("SafePause is still parking the head", describe(state, clock), "; resume once it is paused")
+        )
     if current in ("resuming", "cancelling"):
         return Decision(None, 409, f"SafePause is {current} the print; try again in a moment")
     if take_over_pause and action in ("pause", "toggle") and printer_state == "printing":

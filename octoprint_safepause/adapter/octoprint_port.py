@@ -1,8 +1,9 @@
 """The one OctoPrint adapter: `PrinterPort` over OctoPrint's printer, file manager and profiles.
 
 Duck-typed (it imports nothing from OctoPrint, so the unit tests can hand it fakes); what it calls is
-OctoPrint 1.11's `PrinterInterface`, `FileManager` and `PrinterProfileManager`, plus the two things only
-`MachineCom` has (its job lock and the reader's file position), used here and nowhere else. The user's
+OctoPrint 1.11's `PrinterInterface`, `FileManager` and `PrinterProfileManager`, plus what only
+`MachineCom` has (its job lock, the reader's file position, its sent-line history, its pause states and
+its pausing commands), used here and nowhere else. The user's
 G-code scripts come through `load_script` (OctoPrint's `settings().loadScript`).
 """
 
@@ -130,6 +131,37 @@ class OctoPrintPort:
     def profile(self):
         return self._profiles.get_current_or_default() or {}
 
+    def enter_pause(self, user):
+        comm = self._comm()
+        with comm._jobLock:
+            if comm._state in (comm.STATE_PRINTING, comm.STATE_STARTING, comm.STATE_RESUMING):
+                # without local handling: no M400/M114 round trip and no afterPrintPaused script
+                comm.setPause(True, local_handling=False, user=user, tags={PAUSE_TAG})
+            elif comm._state == comm.STATE_PAUSING:
+                # OctoPrint's own pause, taken over before its M400 went out: finish it as setPause would
+                comm._pause_preparation_done(check_timer=False, suppress_script=True, user=user)
+            # setPause leaves the switch to Paused to a marker in the job queue, which the hold blocks
+            if comm._state == comm.STATE_PAUSING:
+                comm._changeState(comm.STATE_PAUSED)
+
+    def leave_pause(self, user):
+        comm = self._comm()
+        with comm._jobLock:
+            if comm._state in (comm.STATE_PAUSED, comm.STATE_PAUSING):
+                # its Printing marker waits behind the hold, so no file line goes before SafePause's own
+                comm.setPause(False, local_handling=False, user=user, tags={RESUME_TAG})
+
+    def pausing_commands(self):
+        comm = getattr(self._raw, "_comm", None)
+        codes = getattr(comm, "_pausing_commands", None)
+        return frozenset(codes) if isinstance(codes, (list, tuple, set, frozenset)) else DEFAULT_PAUSING_COMMANDS
+
+    def _comm(self):
+        comm = getattr(self._raw, "_comm", None)
+        if comm is None:
+            raise RuntimeError("No connection to the printer")
+        return comm
+
     def wait_for_reader(self, timeout):
         return wait_for_job_reader(getattr(self._raw, "_comm", None), timeout)
 
@@ -182,6 +214,9 @@ class OctoPrintPort:
         return (self._load_script(name) if self._load_script else None) or ""
 
 
+PAUSE_TAG = "safepause:pause"
+RESUME_TAG = "safepause:resume"
+DEFAULT_PAUSING_COMMANDS = frozenset(["M0", "M1", "M25"])  # OctoPrint's serial.pausingCommands default
 _NO_COMM = object()
 _STATE_NAMES: dict = {}  # MachineCom class -> {state value: state id}
 _SENT = re.compile(r"^Send: N(\d+) ")

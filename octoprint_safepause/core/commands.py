@@ -59,7 +59,7 @@ def _pause(actions, data, source):
 
 
 def _resume(actions, data, source):
-    actions.controller.resume()
+    actions.controller.resume(source)
     return 202, {"state": actions.controller.get_state()}
 
 

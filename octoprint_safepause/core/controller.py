@@ -56,6 +56,13 @@ ENDING_EVENTS = frozenset(
 )
 SHADOW_INTERVAL = 1.0  # s between shadow tracker catch-ups while printing
 
+# OctoPrint's own pause, taking shape in its job queue: setPause(True) queues M400 / M114 (and switches
+# position autoreport off) with these tags; the lines reach the hook before they are sent.
+NATIVE_PAUSE_TAGS = frozenset(["trigger:comm.set_pause", "trigger:pause"])
+# The scripts OctoPrint runs around its own pause: SafePause runs their content itself, at the park.
+OCTOPRINT_PAUSE_SCRIPTS = ("afterPrintPaused", "beforePrintResumed")
+_SCRIPT_TAGS = frozenset("script:" + name for name in OCTOPRINT_PAUSE_SCRIPTS)
+
 
 # The print's own states: a command the cancel or end script sends after the print, while its file is
 # still selected, must not enter the next print's state.
@@ -114,6 +121,14 @@ class PauseController:
         self._shadow = Shadow()
         self._deferred: list = []
 
+        # Every pause source goes through SafePause (the take_over_pause setting): the print file's own
+        # pause commands, as OctoPrint passes them to the hook (None: a host command such as @pause).
+        self._take_over = True
+        self._file_pauses: frozenset = frozenset()
+        # OctoPrint is in a pause SafePause made (Paused, or Resuming until its marker passed the hold):
+        # its own pause lines and pause scripts arriving now belong to that pause and are dropped.
+        self._in_octoprint_pause = False
+
         self._thread: threading.Thread | None = None
         self._stopping = False
 
@@ -126,6 +141,19 @@ class PauseController:
         self._settings = settings or dict
         self._flavour = flavour or (lambda: "marlin")
         self._log = logger or logging.getLogger(__name__)
+        self.configure()
+
+    def configure(self) -> None:
+        """Read the take-over switch and OctoPrint's pausing commands (at bind, settings save, print start)."""
+        values = self._settings() or {}
+        self._take_over = bool(values.get("take_over_pause", True))
+        codes: frozenset = frozenset()
+        if self._take_over and self._port is not None:
+            try:
+                codes = frozenset(self._port.pausing_commands()) | {None}
+            except Exception:
+                self._log.exception("SafePause: could not read OctoPrint's pausing commands")
+        self._file_pauses = codes
 
     def start(self) -> None:
         if self._thread is None:
@@ -152,10 +180,21 @@ class PauseController:
 
     def on_queuing(self, comm, phase, cmd, cmd_type, gcode, subcode=None, tags=None, *args, **kwargs):
         if not self._armed:
-            if tags and "source:file" not in tags and parse_line(cmd).command in NOTED_GCODES:
+            if not tags:
+                return None
+            if "source:file" in tags:
+                # the idle cost for a file line: one set lookup (OctoPrint parsed `gcode` already)
+                return self._file_pause(cmd, gcode, tags) if gcode in self._file_pauses else None
+            if not NATIVE_PAUSE_TAGS.isdisjoint(tags) or "source:script" in tags:
+                dropped = self._octoprint_pause_line(cmd, tags)
+                if dropped is not None:
+                    return dropped
+            if parse_line(cmd).command in NOTED_GCODES:
                 self._note(cmd, tags)
             return None
         if not tags or "source:file" not in tags or TAG_RESEND in tags:
+            if tags and (not NATIVE_PAUSE_TAGS.isdisjoint(tags) or "source:script" in tags):
+                return self._octoprint_pause_line(cmd, tags)
             return None
         with self._lock:
             if not self._armed:
@@ -172,6 +211,63 @@ class PauseController:
                 self._hold_pending = not self._port.try_hold()
                 self._requests.put_nowait(("held", token))
         return (None,)
+
+    def _file_pause(self, cmd, gcode, tags):
+        """M0 / M1 / M25 / @pause in the print file: a SafePause pause at exactly this line. The command
+        itself is not sent; the next line waits behind the hold and goes out on resume."""
+        if gcode is None:
+            word = cmd.split(None, 1)[0].lower() if cmd.strip() else ""
+            if word != "@pause":
+                return None
+        name = gcode or "@pause"
+        line = next((tag[9:] for tag in tags if tag.startswith("fileline:")), None)
+        reason = f"{name} in the file" + (f" (line {line})" if line else "")
+        if not self._start_pause(reason, "file", ("printing",), log_refusal=f"{name} in the file"):
+            return None  # OctoPrint's own pause, as without SafePause
+        return (None,)
+
+    def _octoprint_pause_line(self, cmd, tags):
+        """A line of OctoPrint's own pause (M400/M114 of setPause(True)) or of its pause scripts. While
+        SafePause owns a pause it belongs to that pause and is dropped; a new OctoPrint pause (another
+        plugin's pause_print(), //action:pause) is taken over: its lines are dropped and SafePause parks.
+        None: let it through."""
+        if any(tag.startswith(OWN_TAG_PREFIX) for tag in tags):
+            return None
+        ours = self._state != IDLE or self._in_octoprint_pause
+        if "source:script" in tags:
+            if ours and not _SCRIPT_TAGS.isdisjoint(tags):
+                self._log.info("SafePause: OctoPrint's own %s line dropped (SafePause ran the script): %s",
+                               next(iter(_SCRIPT_TAGS & tags))[7:], cmd)
+                return (None,)
+            return None
+        if not NATIVE_PAUSE_TAGS.issubset(tags):
+            return None
+        if ours:
+            self._log.info("SafePause: OctoPrint's own pause line dropped, the print is paused already: %s", cmd)
+            return (None,)
+        if not self._take_over:
+            return None
+        source, reason = _native_pause_origin(tags)
+        if not self._start_pause(reason, source, ("pausing",), log_refusal="OctoPrint's own pause"):
+            return None
+        return (None,)
+
+    def _start_pause(self, reason, source, printer_states, log_refusal) -> bool:
+        """From the hook (a comm thread, inside the job lock): a pause that holds at once, at this line.
+        False when it does not fit: the source then gets OctoPrint's own pause, and the status says so."""
+        try:
+            token = self._arm(reason, source, printer_states)
+        except Refused as refused:
+            message = f"{log_refusal}: OctoPrint pauses on its own ({refused})"
+            self._log.warning("SafePause: %s", message)
+            self._last_error = message
+            return False
+        with self._lock:
+            self._holding = True
+            self._hold_pending = not self._port.try_hold()
+        self._requests.put_nowait(("pause", token))
+        self._requests.put_nowait(("held", token))
+        return True
 
     def _note(self, cmd, tags) -> None:
         if any(tag.startswith(OWN_TAG_PREFIX) for tag in tags):
@@ -190,11 +286,17 @@ class PauseController:
 
     def pause(self, reason: str | None = None, source: str | None = None) -> None:
         """Raises Refused with the reason when a pause does not fit now."""
+        token = self._arm(reason, source, ("printing",))
+        self._requests.put_nowait(("pause", token))
+
+    def _arm(self, reason, source, printer_states) -> PauseToken:
         with self._lock:
             if self._state != IDLE:
                 raise Refused(f"already {self._state}")
             printer_state = self._port.state()
-            if printer_state != "printing":
+            if printer_state not in printer_states:
+                if printer_state == "paused":
+                    raise Refused("the printer is paused by OctoPrint, not by SafePause: resume it first")
                 raise Refused(f"the printer is {printer_state}, not printing")
             job = self._port.job()
             if job is None:
@@ -205,14 +307,14 @@ class PauseController:
             self._last_error = None
             self._set_state(PAUSING)
             self._armed = True
-        self._requests.put_nowait(("pause", self._token))
+            return self._token
 
-    def resume(self) -> None:
+    def resume(self, source: str | None = None) -> None:
         with self._lock:
             if self._state != PAUSED:
                 raise Refused(f"not paused (state: {self._state})")
             self._set_state(RESUMING)
-        self._requests.put_nowait(("resume", self._token))
+        self._requests.put_nowait(("resume", self._token, source))
 
     def cancel(self) -> None:
         with self._lock:
@@ -259,7 +361,6 @@ class PauseController:
             data["state"] = self._state
             if token is not None:
                 data.update(self._token_status(token))
-        data["native_pause_pending"] = data["holding"] and self._native_pause_pending()
         return data
 
     def _token_status(self, token: PauseToken) -> dict:
@@ -280,15 +381,6 @@ class PauseController:
             "heater_action_in": token.heaters.action_in(time.time()) if token.heaters else None,
         }
 
-    def _native_pause_pending(self) -> bool:
-        # While we hold, OctoPrint cannot get to "Paused": "Pausing" means someone inside OctoPrint
-        # (the firmware's //action:pause, an @pause, another plugin) asked for its own pause, which
-        # takes effect when the hold ends (docs/native-pause.md).
-        try:
-            return self._port.state() in ("pausing", "paused")
-        except Exception:
-            return False
-
     # ------------------------------------------------------------------ controller thread
 
     def _run(self) -> None:
@@ -306,6 +398,7 @@ class PauseController:
                         self._catch_up_shadow()
                     elif self._state == PAUSED:
                         self._heater_tick(self._token)
+                        self._octoprint_resumed(None)  # should its PrintResumed event not have come
                     next_shadow = time.monotonic() + SHADOW_INTERVAL
             except Exception:
                 self._log.exception("SafePause controller error")
@@ -320,7 +413,7 @@ class PauseController:
         elif kind == "held":
             pass  # consumed inside _do_pause; a late one after a failure is harmless
         elif kind == "resume":
-            self._do_resume(request[1])
+            self._do_resume(request[1], request[2])
         elif kind == "cancel":
             self._do_cancel(request[1], request[2])
         elif kind == "event":
@@ -351,7 +444,8 @@ class PauseController:
         with self._lock:
             if self._holding:
                 return True
-            if self._port.state() != "printing":
+            # pausing: OctoPrint's own pause came in meanwhile; its M400 was dropped, this pause is its pause
+            if self._port.state() not in ("printing", "pausing"):
                 return False
             self._holding = True  # claimed: the hook will not take a second count
         self._take_hold()
@@ -412,24 +506,82 @@ class PauseController:
                 return
             for warning in token.plan.warnings + token.warnings:
                 self._log.warning("SafePause: %s", warning)
+            # OctoPrint first: whoever sees SafePause paused sees OctoPrint paused (its own Resume arriving
+            # now is an event, handled on this thread after this)
+            self._enter_octoprint_pause(token)
             with self._lock:
                 self._set_state(PAUSED)
             self._emit("paused", self._event_payload(token))
             self._heater_tick(token)
         self._replay_deferred()
 
-    def _pause_template_lines(self, token, values, profile, settings, volume) -> list:
-        """The user's pause template, bounded in time and checked; [] with a warning when it fails."""
+    def _enter_octoprint_pause(self, token: PauseToken | None) -> None:
+        """OctoPrint's state becomes Paused and PrintPaused fires: every app, event and notifier sees it."""
+        self._in_octoprint_pause = True
         try:
-            lines = self._render("pause_template", values, token, profile, settings, volume)
-        except TemplateError as error:
-            token.warnings.append(f"pause template skipped: {error}")
-            return []
-        refused = check_pause(token.state, token.plan, volume, lines).user
-        if refused:
-            token.warnings.append(f"pause template skipped, refused by the safety check: {refused[0]}")
-            return []
+            self._port.enter_pause(_user_of(token.source) if token else None)
+        except Exception as error:
+            self._log.warning("SafePause: OctoPrint's state could not be set to Paused: %s", error)
+
+    def _octoprint_resumed(self, user: str | None) -> None:
+        """OctoPrint's own Resume (its button, /api/job, another plugin, //action:resume) on a SafePause
+        pause: it is this pause's resume."""
+        if self._state != PAUSED:
+            return
+        try:
+            resumed = self._port.state() == "resuming"
+        except Exception:
+            return
+        if resumed:
+            source = f"user:{user}" if user else "octoprint"
+            self._log.info("SafePause: OctoPrint's own resume (%s) resumes the SafePause pause", source)
+            self.try_(self.resume, source)
+
+    def _pause_template_lines(self, token, values, profile, settings, volume) -> list:
+        """The user's pause template, then OctoPrint's afterPrintPaused script, each bounded in time and
+        checked; one that fails is left out with a warning."""
+        lines = []
+        for name, render in (
+            ("pause template", lambda: self._render("pause_template", values, token, profile, settings, volume)),
+            ("OctoPrint's afterPrintPaused script", lambda: self._octoprint_script("afterPrintPaused", values, token, profile, settings, volume)),
+        ):
+            try:
+                more = render()
+            except TemplateError as error:
+                token.warnings.append(f"{name} skipped: {error}")
+                continue
+            refused = check_pause(token.state, token.plan, volume, lines + more).user
+            if refused:
+                token.warnings.append(f"{name} skipped, refused by the safety check: {refused[0]}")
+                continue
+            lines += more
         return lines
+
+    def _octoprint_script(self, name, values, token, profile, settings, volume) -> list:
+        """The user's own OctoPrint script around a pause, run by SafePause at the park position (OctoPrint
+        runs none of its own for a SafePause pause). Its `pause_position` is empty, as OctoPrint leaves it
+        when no position was recorded: SafePause parked and returns, so scripts written the documented
+        way (`{% if pause_position.x is not none %}` around their own park) do not park a second time.
+        The exact position is `safepause.position`. Off with the run_octoprint_scripts setting."""
+        if not values.get("run_octoprint_scripts", True):
+            return []
+        text = self._port.script(name)
+        if not text or not text.strip():
+            return []
+        state = token.state
+        position = {"x": state.x, "y": state.y, "z": state.z, "e": state.e, "f": getattr(state, "f", None)}
+        empty = dict.fromkeys(("x", "y", "z", "e", "f", "t"))
+        context = build_context(
+            state,
+            profile,
+            settings,
+            plan=token.plan,
+            volume=volume,
+            pause_position=empty,
+            last_position=empty,
+            safepause={"position": position, "reason": token.reason, "source": token.source},
+        )
+        return self.templates.render(text, context, name=name)
 
     def _abort_pause(self, token: PauseToken, message: str) -> None:
         """End a pause that moved nothing: the saved lines go out, in order, then the hold ends."""
@@ -442,6 +594,10 @@ class PauseController:
         except RuntimeError as error:
             self._log.warning("SafePause: %s", error)
         self._log.error("SafePause: %s", message)
+        if self._port.state() == "pausing":
+            # an OctoPrint pause taken over (its M400 dropped): it ends as OctoPrint's own would, in place
+            self._enter_octoprint_pause(token)
+            self._in_octoprint_pause = False
         self._fail(message)
 
     def _render(self, key, values, token, profile, settings, volume) -> list:
@@ -488,7 +644,7 @@ class PauseController:
         token.filepos = shadow.pos
         return shadow.tracker.state
 
-    def _do_resume(self, token: PauseToken) -> None:
+    def _do_resume(self, token: PauseToken, source: str | None = None) -> None:
         if token is not self._token or self._state != RESUMING:
             return
         if self._port.state() == "cancelling":
@@ -500,24 +656,37 @@ class PauseController:
             at_park = self._render("resume_template", values, token, profile, settings, volume)
         except TemplateError as error:
             # Nothing has moved yet: stay paused and holding, and say why.
-            with self._lock:
-                self._set_state(PAUSED)
-                self._last_error = f"resume refused, the resume template failed: {error}"
-            self._log.warning("SafePause: %s", self._last_error)
+            self._refuse_resume(token, f"resume refused, the resume template failed: {error}")
             return
+        warnings = []  # this resume's own
+        try:
+            script = self._octoprint_script("beforePrintResumed", values, token, profile, settings, volume)
+        except TemplateError as error:
+            script = []
+            warnings.append(f"OctoPrint's beforePrintResumed script skipped: {error}")
         heaters_off = bool(token.heaters and token.heaters.heaters_off)
         wait = heaters_off or needs_reheat(token.state, self._port.temperatures())
-        checked = check_resume(token.state, token.plan, volume, settings, wait_for_heat=wait, at_park=at_park)
+
+        def check(lines):
+            return check_resume(token.state, token.plan, volume, settings, wait_for_heat=wait, at_park=lines)
+
+        checked = check(script + at_park)
+        if checked.user and script:
+            warnings.append(
+                f"OctoPrint's beforePrintResumed script skipped, refused by the safety check: {checked.user[0]}"
+            )
+            checked = check(at_park)
         if checked.builtin:
-            with self._lock:
-                self._set_state(PAUSED)
-                self._last_error = f"resume refused by the safety check: {checked.builtin[0]}"
-            self._log.error("SafePause: %s", self._last_error)
+            self._refuse_resume(token, f"resume refused by the safety check: {checked.builtin[0]}")
             return
         if checked.user:
-            token.warnings.append(f"resume template skipped, refused by the safety check: {checked.user[0]}")
-            self._log.warning("SafePause: %s", token.warnings[-1])
+            warnings.append(f"resume template skipped, refused by the safety check: {checked.user[0]}")
+        for warning in warnings:
+            self._log.warning("SafePause: %s", warning)
+        token.warnings += warnings
         try:
+            # OctoPrint turns Resuming now; its switch to Printing waits behind the hold, after our lines
+            self._port.leave_pause(_user_of(source))
             self._send(checked.lines, TAG_RESUME)
             with self._lock:
                 self._armed = False
@@ -533,8 +702,19 @@ class PauseController:
             self._release_hold()
         if self._recovery is not None:
             self._recovery.hold_released()
+        self._log.info("SafePause resumed the print (asked by %s)", source or "SafePause")
         self._emit("resumed", self._event_payload(token))
-        self._finish(token.warnings[-1] if checked.user else None)
+        self._finish(warnings[-1] if warnings else None)
+
+    def _refuse_resume(self, token: PauseToken, message: str) -> None:
+        """Stay paused and holding, and say why; OctoPrint's own Resume already turned it Resuming: back
+        to Paused (it fires PrintPaused again), so no app shows a print that is not moving as resuming."""
+        with self._lock:
+            self._set_state(PAUSED)
+            self._last_error = message
+        self._log.error("SafePause: %s", message)
+        if self._port.state() == "resuming":
+            self._enter_octoprint_pause(token)
 
     def _do_cancel(self, token: PauseToken, ask_octoprint: bool) -> None:
         if token is not self._token:
@@ -572,6 +752,16 @@ class PauseController:
             # Only the shadow: notes of the new print's start script may already be in, while the
             # previous print's notes were dropped when it ended.
             self._shadow.drop()
+            self._in_octoprint_pause = False
+            self.configure()
+            return
+        if name == "PrintResumed":
+            self._octoprint_resumed((payload or {}).get("user"))
+            return
+        if name == "PrinterStateChanged":
+            # OctoPrint's resume marker passed the hold: its pause lines and scripts are its own again
+            if self._in_octoprint_pause and self._state == IDLE and self._port.state() not in ("paused", "resuming"):
+                self._in_octoprint_pause = False
             return
         token = self._token
         holding = self._state in (PAUSING, PAUSED, RESUMING)
@@ -708,3 +898,25 @@ class PauseController:
         self._advance_shadow(job, pos - 1)
         if self._recovery is not None:
             self._recovery.note_progress(job.origin, job.path, pos)
+
+
+def _user_of(source: str | None) -> str | None:
+    """"user:admin" -> "admin": the user OctoPrint's pause events name."""
+    if source and source.startswith("user:"):
+        return source[5:] or None
+    return None
+
+
+def _native_pause_origin(tags) -> tuple[str, str]:
+    """(source, reason) of an OctoPrint pause taken over, from the tags of its M400/M114."""
+    for tag in tags:
+        if tag.startswith("plugin:"):
+            return tag, f"OctoPrint's pause, asked by plugin {tag[7:]}"
+    if "trigger:serial.action_command.pause" in tags:
+        return "printer", "the printer asked to pause (//action:pause)"
+    if "trigger:atcommand_pause" in tags:
+        return "file", "@pause"
+    if "source:api" in tags:
+        return "api", "OctoPrint's pause (/api/job)"
+    return "octoprint", "OctoPrint's pause"
+

@@ -54,6 +54,19 @@ class PrinterPort(Protocol):
     def profile(self) -> dict:
         """The current printer profile as a dict (volume, extruder count, heated bed...)."""
 
+    def enter_pause(self, user: str | None) -> None:
+        """Make a pause SafePause holds OctoPrint's own: its state turns Paused and it fires PrintPaused
+        (for the user who asked, if any), without a script of its own (SafePause parked the head). From
+        printing, or from an OctoPrint pause SafePause took over (pausing)."""
+
+    def leave_pause(self, user: str | None) -> None:
+        """OctoPrint's side of resuming a SafePause pause: its state turns Resuming and it fires
+        PrintResumed, without a script of its own; Printing follows once the hold is released. Nothing
+        when OctoPrint is not paused (its own Resume already ran)."""
+
+    def pausing_commands(self) -> frozenset:
+        """The G-codes OctoPrint pauses on when the print file sends them (its serial.pausingCommands)."""
+
     def wait_for_reader(self, timeout: float) -> bool:
         """Return once OctoPrint's job reader is not between reading a file line and queuing it: a line
         read before the hold was taken has then been through the queuing hook. False on timeout."""

@@ -20,8 +20,12 @@ SCHEMA_TEXTS = (
     N_("Firmware"), N_("how the firmware reads G-code (modes, temperatures, idle timeouts); auto = from its name"),
     N_("Hold timeout"),
     N_("how long a pause waits for the next line of the file (long heat-ups, dwells) before holding without it"),
-    N_("OctoPrint's Pause button pauses with SafePause"),
-    N_("apps that only know OctoPrint's state then show the print as printing while it is paused"),
+    N_("Every pause is a safe pause"),
+    N_("OctoPrint's Pause button and /api/job, other plugins, the printer's //action:pause and the "
+       "file's M0/M1/M25/@pause pause with SafePause; off: only SafePause's own buttons, API and helpers"),
+    N_("Run OctoPrint's pause scripts"),
+    N_("afterPrintPaused after the park, beforePrintResumed before the return, checked like the "
+       "templates; pause_position is empty there, as SafePause parks"),
     N_("Axes homed after a power loss"), N_("X and Y only: homing Z would drive the nozzle into the part"),
     N_("Recovery prime"), N_("pushed where the printer heats before a recovered print goes on"),
     N_("Heat at the park position when recovering"),
@@ -42,7 +46,7 @@ SCHEMA_TEXTS = (
 
 # Setting groups of the settings page, in order: (title, field names).
 SETTINGS_GROUPS = (
-    (N_("Printer"), ("firmware", "hold_timeout", "take_over_pause")),
+    (N_("Printer"), ("firmware", "hold_timeout", "take_over_pause", "run_octoprint_scripts")),
     (N_("Pause motion"), ("retract_length", "retract_speed", "lift", "clearance", "top_margin", "z_speed")),
     (N_("Park position"), ("park_enabled", "park_x", "park_y", "travel_speed")),
     (N_("Resume"), ("prime_extra", "prime_speed", "min_extrude_temp")),

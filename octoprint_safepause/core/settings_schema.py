@@ -57,9 +57,18 @@ SCHEMA: tuple[Field, ...] = (
     Field(
         "take_over_pause",
         bool,
-        False,
-        label="OctoPrint's Pause button pauses with SafePause",
-        help="apps that only know OctoPrint's state then show the print as printing while it is paused",
+        True,
+        label="Every pause is a safe pause",
+        help="OctoPrint's Pause button and /api/job, other plugins, the printer's //action:pause and the "
+        "file's M0/M1/M25/@pause pause with SafePause; off: only SafePause's own buttons, API and helpers",
+    ),
+    Field(
+        "run_octoprint_scripts",
+        bool,
+        True,
+        label="Run OctoPrint's pause scripts",
+        help="afterPrintPaused after the park, beforePrintResumed before the return, checked like the "
+        "templates; pause_position is empty there, as SafePause parks",
     ),
     Field("retract_length", float, 2.0, 0, 20, "mm", "Retract", "filament pulled back at pause; 0 = none"),
     Field("retract_speed", float, 35.0, 0, 150, "mm/s", "Retract speed", above=True),

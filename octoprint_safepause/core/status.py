@@ -24,7 +24,6 @@ KEYS = {
     "warnings": "what the pause could not do as configured, and why",
     "heaters_off": "the long-hold heater policy switched heaters off",
     "heater_action_in": "seconds until the heater policy acts next, or null",
-    "native_pause_pending": "someone inside OctoPrint asked for its own pause during the hold",
 }
 
 # The part the sidebar gets twice a second: everything but the full snapshot.
@@ -37,7 +36,7 @@ def idle(since: float, holding: bool = False, error: str | None = None) -> dict:
     """The status when no pause is live."""
     status = dict.fromkeys(KEYS)
     status.update(state="idle", since=since, holding=holding, error=error, warnings=[])
-    status.update(heaters_off=False, native_pause_pending=False)
+    status.update(heaters_off=False)
     return status
 
 

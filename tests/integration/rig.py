@@ -968,7 +968,7 @@ def plugin_settings(**overrides) -> dict:
     keys, then `overrides`."""
     from octoprint_safepause.core import settings_schema
 
-    values = dict(settings_schema.defaults(), firmware="auto", hold_timeout=2.0, take_over_pause=False)
+    values = dict(settings_schema.defaults(), firmware="auto", hold_timeout=2.0)
     values.update(overrides)
     return values
 

@@ -165,8 +165,8 @@ def test_refused_when_not_printing(rig, wired):
     assert controller.state == IDLE and rig.hold_count() == 0
 
 
-def test_refused_while_octoprint_pauses_natively_then_works_after_its_resume(rig, wired):
-    w = wired(hold_timeout=0.5)
+def test_refused_while_octoprint_pauses_natively_with_take_over_off(rig, wired):
+    w = wired(hold_timeout=0.5, take_over_pause=False)
     controller = w.controller
     with LogTrap() as trap:
         rig.print_file(SMALL)
@@ -175,11 +175,11 @@ def test_refused_while_octoprint_pauses_natively_then_works_after_its_resume(rig
         # pausing (M400 + M114 on their way) and paused: both refused. Which of the two this first
         # request meets depends on how fast the virtual printer answers the M400; either way it is refused
         # for OctoPrint's own pause and nothing is held.
-        with pytest.raises(Refused, match=r"the printer is (pausing|paused), not printing"):
+        with pytest.raises(Refused, match=r"the printer is (pausing, not printing|paused by OctoPrint)"):
             controller.pause()
         assert controller.state == IDLE and rig.hold_count() == 0
         rig.wait_state("PAUSED", timeout=10)
-        with pytest.raises(Refused, match="paused, not printing"):
+        with pytest.raises(Refused, match="paused by OctoPrint, not by SafePause"):
             controller.pause()
         assert controller.state == IDLE and rig.hold_count() == 0
         rig.comm.setPause(False, tags={"source:api", "api:job"})
@@ -191,9 +191,9 @@ def test_refused_while_octoprint_pauses_natively_then_works_after_its_resume(rig
         assert_clean_end(rig, controller, SMALL, [saved], trap)
 
 
-def test_octoprint_pause_during_our_hold_takes_effect_after_our_resume(rig, wired):
-    """OctoPrint's own Pause while we hold: its state stays Pausing for the whole hold; our resume re-sends
-    the saved line, then OctoPrint completes its pause; its resume prints on, every line once."""
+def test_octoprints_own_pause_and_resume_during_our_pause_are_ours(rig, wired):
+    """OctoPrint says Paused during our pause: its own Pause changes nothing, its Resume is our resume
+    (the saved line once, then the file), and no second pause follows."""
     w = wired(hold_timeout=0.5)
     controller = w.controller
     with LogTrap() as trap:
@@ -202,18 +202,16 @@ def test_octoprint_pause_during_our_hold_takes_effect_after_our_resume(rig, wire
         controller.pause()
         wait_until(lambda: controller.state == PAUSED, 5, "paused", rig)
         saved = controller.get_state()["saved_line"]
+        assert rig.state_id() == "PAUSED" and rig.hold_count() == 1
         rig.comm.setPause(True, tags={"source:api", "api:job"})
-        assert rig.state_id() == "PAUSING" and rig.hold_count() == 1
-        controller.resume()
+        assert rig.state_id() == "PAUSED" and controller.state == PAUSED
+        rig.comm.setPause(False, tags={"source:api", "api:job"})
         wait_until(lambda: controller.state == IDLE, 5, "resumed", rig)
-        rig.wait_state("PAUSED", timeout=10)  # OctoPrint's pause completes after our release
-        assert rig.hold_count() == 0
+        rig.wait_state("PRINTING", timeout=10)
         resent = [r for r in rig.records() if TAG_RESEND in (r.tags or ())]
         assert [r.cmd for r in resent] == [saved]
-        last = file_records(rig)[-1]
-        assert last is not None and TAG_RESEND in last.tags  # nothing after the re-send until resumed
-        rig.comm.setPause(False, tags={"source:api", "api:job"})
         assert_clean_end(rig, controller, SMALL, [saved], trap)
+    assert [e[0] for e in rig.fired() if e[0] in ("PrintPaused", "PrintResumed")] == ["PrintPaused", "PrintResumed"]
 
 
 def test_refused_on_an_sd_print(rig, wired, tmp_path):

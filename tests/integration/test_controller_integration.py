@@ -129,8 +129,8 @@ def virtual_unit_skew(records, upto) -> set:
 
 def pump_native_pause(rig):
     """File 11's M600: the virtual printer answers with //action:paused and no "ok"; acknowledge it and
-    resume OctoPrint's own pause, as a user would."""
-    if rig.state_id() == "PAUSED":
+    resume OctoPrint's own pause, as a user would (not SafePause's, which holds the job)."""
+    if rig.state_id() == "PAUSED" and rig.hold_count() == 0:
         rig.fake_ok()
         rig.comm.setPause(False, tags={"trigger:test.m600"})
 

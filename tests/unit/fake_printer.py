@@ -80,6 +80,8 @@ class FakePort:
         self.cancelled = False
         self.hold_raises = False
         self.temps = {}
+        self.pause_calls: list = []
+        self.scripts: dict = {}
         self._profile = profile or {"volume": {"width": 200, "depth": 200, "height": 200}}
 
     def send(self, lines, tags):
@@ -90,6 +92,25 @@ class FakePort:
         if self.hold_raises:
             raise RuntimeError("No connection to the printer")
         self.comm.set_job_on_hold(value)
+        if not value and not self.comm.hold and self.printer_state == "resuming":
+            self.printer_state = "printing"  # OctoPrint's resume marker waited behind the hold
+
+    # OctoPrint's pause states as MachineCom goes through them for SafePause (checked in tests/integration)
+    def enter_pause(self, user):
+        self.pause_calls.append(("enter", user))
+        if self.printer_state in ("printing", "pausing", "resuming"):
+            self.printer_state = "paused"
+
+    def leave_pause(self, user):
+        self.pause_calls.append(("leave", user))
+        if self.printer_state in ("paused", "pausing"):
+            self.printer_state = "resuming"
+
+    def pausing_commands(self):
+        return frozenset(["M0", "M1", "M25"])
+
+    def script(self, name):
+        return self.scripts.get(name, "")
 
     def try_hold(self):
         return self.comm.set_job_on_hold(True, blocking=False)

@@ -28,7 +28,7 @@ class StubController:
     def pause(self, **kwargs):
         self._act("pause", **kwargs)
 
-    def resume(self):
+    def resume(self, source=None):
         self._act("resume")
 
     def cancel(self):

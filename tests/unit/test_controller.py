@@ -226,6 +226,9 @@ def test_refusals(rig):
     with pytest.raises(Refused, match="nothing to cancel"):
         controller.cancel()
     port.printer_state = "paused"
+    with pytest.raises(Refused, match="paused by OctoPrint, not by SafePause"):
+        controller.pause()
+    port.printer_state = "operational"
     with pytest.raises(Refused, match="not printing"):
         controller.pause()
     port.printer_state = "printing"

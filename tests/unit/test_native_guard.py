@@ -55,9 +55,15 @@ def test_other_requests_are_not_looked_at(method, path, body):
     assert decide(method, path, body, must_not_be_called) is None
 
 
-@pytest.mark.parametrize("command", [job("cancel"), job("pause", "pause"), job("pause", "resume"), job("pause")])
+@pytest.mark.parametrize("command", [job("cancel"), job("pause", "resume")])
 def test_idle_leaves_octoprint_alone(command):
     assert decide("POST", "/api/job", command, state("idle"), printer_state="printing") is None
+
+
+@pytest.mark.parametrize("command", [job("pause", "pause"), job("pause")])
+def test_idle_pause_is_a_safepause_pause_by_default(command):
+    assert decide("POST", "/api/job", command, state("idle"), printer_state="printing") == Decision(PAUSE, 204)
+    assert decide("POST", "/api/job", command, state("idle"), take_over_pause=False, printer_state="printing") is None
 
 
 # ------------------------------------------------------------------ during a SafePause pause
@@ -80,18 +86,11 @@ def test_resume_or_toggle_while_paused_resumes_safepause(action):
     assert decide("POST", "/api/job", job("pause", action), state("paused")) == Decision(RESUME, 204)
 
 
-def test_pause_while_paused_is_refused_saying_by_whom_and_why():
-    current = state("paused", reason="spaghetti", source="plugin:detector")
-    decision = decide("POST", "/api/job", job("pause", "pause"), current, clock=clock)
-    assert decision.action is None and decision.status == 409
-    assert decision.message == (
-        "The print is already paused by SafePause since 14:03 (plugin detector: spaghetti); resume it"
-    )
-
-
-def test_pause_while_pausing_is_refused():
-    decision = decide("POST", "/api/job", job("pause", "pause"), state("pausing", source="user:ann"), clock=clock)
-    assert decision == Decision(None, 409, "SafePause is already pausing the print since 14:03 (ann)")
+@pytest.mark.parametrize("current", ["pausing", "paused"])
+def test_pause_while_paused_succeeds_doing_nothing(current):
+    # as OctoPrint's own pause of a paused print: a farm manager's repeated pause is not an error
+    decision = decide("POST", "/api/job", job("pause", "pause"), state(current, source="user:ann"), clock=clock)
+    assert decision == Decision(None, 204)
 
 
 @pytest.mark.parametrize("action", ["resume", "toggle"])
