@@ -131,6 +131,12 @@ class OctoPrintPort:
     def profile(self):
         return self._profiles.get_current_or_default() or {}
 
+    def sync(self, tags, written):
+        self._connected()
+        # MachineCom's own: Printer.commands() takes no callback (the tags the plugin proxy would add
+        # are added here)
+        self._comm().sendCommand("M400", tags=set(tags) | PLUGIN_TAGS, on_sent=written)
+
     def enter_pause(self, user):
         comm = self._comm()
         with comm._jobLock:
@@ -215,6 +221,7 @@ class OctoPrintPort:
 
 
 PAUSE_TAG = "safepause:pause"
+PLUGIN_TAGS = frozenset(["source:plugin", "plugin:safepause"])
 RESUME_TAG = "safepause:resume"
 DEFAULT_PAUSING_COMMANDS = frozenset(["M0", "M1", "M25"])  # OctoPrint's serial.pausingCommands default
 _NO_COMM = object()

@@ -412,6 +412,8 @@ class PauseController:
             self._do_pause(request[1])
         elif kind == "held":
             pass  # consumed inside _do_pause; a late one after a failure is harmless
+        elif kind == "parked":
+            self._parked(request[1])
         elif kind == "resume":
             self._do_resume(request[1], request[2])
         elif kind == "cancel":
@@ -500,20 +502,27 @@ class PauseController:
                 token.pause_sent = True
                 self._correct_recovery(token)  # now with the lifted nozzle's height
                 self._send(self._pause_template_lines(token, values, profile, settings, volume), TAG_PAUSE)
+                # Paused once the printer has the whole park (a busy printer, deep in an M109, takes it
+                # later): until then the lines go out numbered, as OctoPrint numbers them only while printing
+                self._port.sync({TAG_PAUSE}, lambda: self._requests.put_nowait(("parked", token)))
             except RuntimeError as error:
                 self._connection_lost(token, error)
                 self._replay_deferred()
                 return
             for warning in token.plan.warnings + token.warnings:
                 self._log.warning("SafePause: %s", warning)
-            # OctoPrint first: whoever sees SafePause paused sees OctoPrint paused (its own Resume arriving
-            # now is an event, handled on this thread after this)
-            self._enter_octoprint_pause(token)
-            with self._lock:
-                self._set_state(PAUSED)
-            self._emit("paused", self._event_payload(token))
-            self._heater_tick(token)
         self._replay_deferred()
+
+    def _parked(self, token: PauseToken) -> None:
+        if token is not self._token or self._state != PAUSING:
+            return  # cancelled or ended meanwhile
+        # OctoPrint first: whoever sees SafePause paused sees OctoPrint paused (its own Resume arriving now
+        # is an event, handled on this thread after this)
+        self._enter_octoprint_pause(token)
+        with self._lock:
+            self._set_state(PAUSED)
+        self._emit("paused", self._event_payload(token))
+        self._heater_tick(token)
 
     def _enter_octoprint_pause(self, token: PauseToken | None) -> None:
         """OctoPrint's state becomes Paused and PrintPaused fires: every app, event and notifier sees it."""

@@ -54,6 +54,10 @@ class PrinterPort(Protocol):
     def profile(self) -> dict:
         """The current printer profile as a dict (volume, extruder count, heated bed...)."""
 
+    def sync(self, tags: set, written) -> None:
+        """Send M400 (the printer finishes its moves) and call `written()` once it was written to the
+        printer, after every line sent before it; from OctoPrint's send thread, so it must not block."""
+
     def enter_pause(self, user: str | None) -> None:
         """Make a pause SafePause holds OctoPrint's own: its state turns Paused and it fires PrintPaused
         (for the user who asked, if any), without a script of its own (SafePause parked the head). From

@@ -2,7 +2,7 @@
 against a real `octoprint serve` with the virtual printer printing a real slicer file.
 
 Screenshots and the server's logs go to test-artifacts/browser/. The helpers and fixtures here are
-also used by test_native_buttons.py.
+also used by test_octoprint_pause.py.
 """
 
 from __future__ import annotations
@@ -218,8 +218,8 @@ def test_pause_and_resume_from_the_sidebar(server, open_page):
     expect(ui.page.locator("[data-test-id=safepause-heaters]")).to_contain_text(
         "the long-pause policy acts in"
     )
-    # OctoPrint's own state line still says "Printing" during a hold; the plugin adds what is going on
-    expect(ui.page.locator("[data-test-id=state-string]")).to_have_text("Printing (SafePause: Paused)")
+    # OctoPrint's own state panel says Paused: SafePause's pause is OctoPrint's pause
+    expect(ui.page.locator("[data-test-id=state-string]")).to_have_text("Paused")
     expect(ui.button("pause")).to_be_disabled()
     expect(ui.button("resume")).to_be_enabled()
     expect(ui.button("cancel")).to_be_enabled()

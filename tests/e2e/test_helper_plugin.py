@@ -66,7 +66,7 @@ def test_detect_pauses_a_second_detect_is_refused_clear_resumes(sp_server):
     assert reply["state"]["state"] in ("pausing", "paused") and reply["state"]["source"] == "plugin:detector"
     state = sp_server.wait_sp("paused")
     assert state["reason"] == "spaghetti" and state["source"] == "plugin:detector" and state["holding"]
-    assert sp_server.job()["state"] == "Printing"
+    assert sp_server.job()["state"] == "Paused"  # SafePause's pause is OctoPrint's pause
 
     status, reply = sp_server.detector("detect", reason="more spaghetti")
     assert status == 200 and reply["result"] is False, reply  # wrong state: False, no exception

@@ -1,6 +1,6 @@
 """SafePause's REST API against a real `octoprint serve` printing a real slicer file on the virtual printer.
 
-Proves the job-hold pause end to end: OctoPrint keeps "Printing" with frozen progress while held, the
+Proves the job-hold pause end to end: OctoPrint says "Paused" with frozen progress while held, the
 serial line shows the pause lines right after the last file line and nothing of the file until the
 resume, and every file line reaches the printer exactly once (the saved line re-sent once). Also the
 refusals (409), bad requests (400), permissions (403 / the plugin's own permission) and a disconnect
@@ -249,12 +249,13 @@ def test_pause_hold_resume_finish_every_line_once(sp_server):
     assert status == 409 and refused["error"] == "cannot pause: already paused", refused
     assert refused["state"]["reason"] == "filament runout"
 
-    # OctoPrint keeps "Printing" (the job hold) and its progress stands still; nothing goes out
+    # OctoPrint says "Paused" (SafePause's pause is its pause) and its progress stands still; nothing
+    # goes out
     held_mark = sp_server.serial_mark()
     first = sp_server.job()
     time.sleep(1.0)
     second = sp_server.job()
-    assert first["state"] == second["state"] == "Printing"
+    assert first["state"] == second["state"] == "Paused"
     assert first["progress"]["filepos"] == second["progress"]["filepos"]
     assert first["progress"]["completion"] == second["progress"]["completion"]
     assert sp_server.sends(held_mark) == [], "lines were sent while paused"
@@ -308,7 +309,7 @@ def test_pause_while_the_printer_is_busy_takes_the_hold_without_a_line(sp_server
     sp_server.wait_serial_quiet(start)
     held_mark = sp_server.serial_mark()
     time.sleep(0.5)
-    assert sp_server.sends(held_mark) == [] and sp_server.job()["state"] == "Printing"
+    assert sp_server.sends(held_mark) == [] and sp_server.job()["state"] == "Paused"
 
     resume_mark = sp_server.serial_mark()
     held = [cmd for _, cmd in sp_server.sends(start, resume_mark)]

@@ -916,8 +916,20 @@ class Rig:
         return self.capture.raw()
 
     def port(self) -> OctoPrintPort:
-        """The plugin's real printer port, built as the plugin builds it."""
-        return OctoPrintPort(*self.port_args)
+        """The plugin's real printer port, built as the plugin builds it (the user's scripts included)."""
+        return OctoPrintPort(*self.port_args, load_script=self.load_script)
+
+    def load_script(self, name: str) -> str | None:
+        return self.settings.loadScript("gcode", name, source=True)
+
+    def save_script(self, name: str, text: str) -> None:
+        """One of the user's OctoPrint G-code scripts, e.g. "afterPrintPaused" (as its settings dialog)."""
+        self.settings.saveScript("gcode", name, text)
+
+    def plugin_printer(self, identifier: str):
+        """The printer as OctoPrint injects it into plugin `identifier`: its calls carry that plugin's tags."""
+        injected = octoprint_plugin_inject_factory(self.settings, {"printer": self.printer})
+        return injected(identifier, octoprint.plugin.OctoPrintPlugin())["printer"]
 
     # ----- per-test reset
 

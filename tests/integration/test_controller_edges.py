@@ -131,15 +131,19 @@ def test_pause_while_the_printer_is_busy_takes_the_hold_after_hold_timeout(
         assert file_records(rig)[-1].fileline == busy.fileline
         started = time.monotonic()
         controller.pause(reason="busy", source="test")
-        wait_until(lambda: controller.state == PAUSED, 5, "paused", rig)
+        wait_until(lambda: rig.hold_count() == 1, 5, "the hold", rig)
         took = time.monotonic() - started
         assert 0.45 <= took < 2.0, f"fallback hold after {took:.2f}s with hold_timeout 0.5"
-        # still inside the busy command: no file line since, and no line saved
+        # still inside the busy command: no file line since, and no line saved; the park waits behind
+        # the busy command, so SafePause is still pausing and OctoPrint still printing
         assert file_records(rig)[-1].fileline == busy.fileline
         state = controller.get_state()
-        assert state["saved_line"] is None and state["holding"] and rig.hold_count() == 1
-        # the pause lines go out right after the busy command's "ok", before any file line
-        wait_until(lambda: any(wire_kind(r) == "P" for r in rig.records()), 6, "pause lines", rig)
+        assert state["saved_line"] is None and state["holding"] and state["state"] == "pausing"
+        assert rig.state_id() == "PRINTING"
+        # the pause lines go out right after the busy command's "ok", before any file line; then paused
+        wait_until(lambda: controller.state == PAUSED, 8, "paused", rig)
+        assert rig.state_id() == "PAUSED"
+        assert any(wire_kind(r) == "P" for r in rig.records())
         assert file_records(rig)[-1].fileline == busy.fileline
         controller.resume()
         assert_clean_end(rig, controller, printed, [None], trap)

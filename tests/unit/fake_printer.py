@@ -95,6 +95,10 @@ class FakePort:
         if not value and not self.comm.hold and self.printer_state == "resuming":
             self.printer_state = "printing"  # OctoPrint's resume marker waited behind the hold
 
+    def sync(self, tags, written):
+        self.comm.command("M400", set(tags))
+        written()
+
     # OctoPrint's pause states as MachineCom goes through them for SafePause (checked in tests/integration)
     def enter_pause(self, user):
         self.pause_calls.append(("enter", user))

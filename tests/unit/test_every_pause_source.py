@@ -181,7 +181,7 @@ def test_octoprints_pause_scripts_run_at_the_park_and_are_not_run_twice(make):
     assert wait_for(lambda: controller.state == PAUSED)
     paused = [line for line, tags in comm.wire if TAG_PAUSE in tags]
     z = controller.get_state()["position"]["z"]
-    assert paused[-1] == f"M117 Paused at Z{z}" and "G1 X0 Y0" not in paused
+    assert paused[-2:] == [f"M117 Paused at Z{z}", "M400"] and "G1 X0 Y0" not in paused  # M400: parked
     # OctoPrint's own copies, queued behind the hold by its resume, are dropped when they arrive
     script_tags = {"source:script", "script:beforePrintResumed", "source:job"}
     assert controller.on_queuing(comm, "queuing", "M117 Resuming", None, "M117", tags=script_tags) == (None,)

@@ -1,8 +1,8 @@
 /*
- * OctoPrint's own Pause / Resume / Cancel buttons during a SafePause pause: the plugin refuses some of
- * them (octoprint_safepause/native_guard.py) with 409 and its status under `safepause`. OctoPrint's
- * view model ignores failures, so this one says why nothing happened, and updates the sidebar's view
- * model with the status at once.
+ * OctoPrint's own Pause / Resume / Cancel buttons while SafePause parks, resumes or cancels: the plugin
+ * refuses them for that moment (octoprint_safepause/adapter/native_guard.py) with 409 and its status
+ * under `safepause`. OctoPrint's view model ignores failures, so this one says why nothing happened,
+ * and updates the sidebar's view model with the status at once.
  */
 $(function () {
     var SP = window.SafePause;
@@ -21,16 +21,14 @@ $(function () {
             self.sidebar.fromState(body.safepause);
             var state = body.safepause.state;
             var text;
-            if (state === "paused") {
-                text = gettext("The print is already paused by SafePause. Use Resume in the SafePause panel to continue.");
-            } else if (state === "pausing") {
-                text = gettext("SafePause is pausing the print right now.");
+            if (state === "pausing") {
+                text = gettext("SafePause is still parking the head; resume once it is paused.");
             } else {
                 text = gettext("SafePause is resuming or cancelling the print; try again in a moment.");
             }
             var details = SP.describe(body.safepause);
             new PNotify({
-                title: gettext("Already paused by SafePause"),
+                title: gettext("SafePause"),
                 text: details ? text + " " + details : text,
                 type: "notice"
             });

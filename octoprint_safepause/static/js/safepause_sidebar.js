@@ -24,7 +24,6 @@ $(function () {
         self.error = ko.observable(null);
         self.heatersOff = ko.observable(false);
         self.heaterActionIn = ko.observable(null);
-        self.nativePending = ko.observable(false);
         self.requesting = ko.observable(false);
 
         self.canControl = ko.pureComputed(function () {
@@ -114,14 +113,15 @@ $(function () {
             self.heaterActionIn(
                 data.heater_action_in === undefined ? null : data.heater_action_in
             );
-            self.nativePending(!!data.native_pause_pending);
         };
 
         self._fromData = function (data) {
             if (!data || !data.plugins || !data.plugins[SP.PLUGIN]) return;
             self.fromState(data.plugins[SP.PLUGIN]);
-            // OctoPrint's own state line says "Printing" during a SafePause hold: say what is going on.
-            if (self.isActive() && data.state && data.state.text) {
+            // OctoPrint says Paused once the head is parked; while SafePause parks or cancels it still
+            // says Printing: say what is going on.
+            var state = self.state();
+            if ((state === "pausing" || state === "cancelling") && data.state && data.state.text) {
                 self.printerState.stateString(
                     _.sprintf(gettext("%(octoprint)s (SafePause: %(safepause)s)"), {
                         octoprint: data.state.text,

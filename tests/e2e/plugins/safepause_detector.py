@@ -5,6 +5,8 @@
   {"command": "clear"} / {"command": "abort"}   resume / cancel via the helpers
   {"command": "arm", "match": "G1 Z2.2"} pause from inside this plugin's own queuing hook (on
                                           OctoPrint's comm thread) when a line starting with it passes
+  {"command": "octoprint_pause"} / {"command": "octoprint_resume"}   OctoPrint's own
+                                          printer.pause_print() / resume_print(), as any plugin calls them
 `GET` returns the helper results and the events this plugin received: SafePause's own
 (plugin_safepause_*) and OctoPrint's print/connection events, in order, each as [name, payload].
 
@@ -20,7 +22,16 @@ import octoprint.plugin
 
 # OctoPrint's events recorded besides SafePause's own, so that tests see the order of both
 RECORDED_EVENTS = frozenset(
-    ["PrintStarted", "PrintDone", "PrintFailed", "PrintCancelling", "PrintCancelled", "Disconnected"]
+    [
+        "PrintStarted",
+        "PrintPaused",
+        "PrintResumed",
+        "PrintDone",
+        "PrintFailed",
+        "PrintCancelling",
+        "PrintCancelled",
+        "Disconnected",
+    ]
 )
 
 
@@ -46,7 +57,7 @@ class DetectorPlugin(octoprint.plugin.SimpleApiPlugin, octoprint.plugin.EventHan
         return True
 
     def get_api_commands(self):
-        return {"detect": [], "clear": [], "abort": [], "arm": ["match"]}
+        return {"detect": [], "clear": [], "abort": [], "arm": ["match"], "octoprint_pause": [], "octoprint_resume": []}
 
     def on_api_command(self, command, data):
         helpers = self._helpers()
@@ -59,6 +70,10 @@ class DetectorPlugin(octoprint.plugin.SimpleApiPlugin, octoprint.plugin.EventHan
             result = self._record(command, helpers["resume"])
         elif command == "abort":
             result = self._record(command, helpers["cancel"])
+        elif command == "octoprint_pause":
+            result = self._record(command, self._printer.pause_print)
+        elif command == "octoprint_resume":
+            result = self._record(command, self._printer.resume_print)
         else:
             with self._lock:
                 self._match = data["match"]
