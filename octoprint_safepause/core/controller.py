@@ -222,7 +222,7 @@ class PauseController:
         name = gcode or "@pause"
         line = next((tag[9:] for tag in tags if tag.startswith("fileline:")), None)
         reason = f"{name} in the file" + (f" (line {line})" if line else "")
-        if not self._start_pause(reason, "file", ("printing",), log_refusal=f"{name} in the file"):
+        if not self._start_pause(reason, "file", ("printing", "starting"), log_refusal=f"{name} in the file"):
             return None  # OctoPrint's own pause, as without SafePause
         return (None,)
 

@@ -15,7 +15,8 @@
         return moment.unix(epochSeconds).format("HH:mm");
     }
 
-    // "user:admin" -> "admin", "plugin:detector" -> "plugin detector", "api" -> "REST API"
+    // "user:admin" -> "admin", "plugin:detector" -> "plugin detector", "api" -> "REST API", "file" -> "the
+    // print file" (its M0 / @pause), "printer" -> "the printer" (its //action:pause)
     function whoFrom(source) {
         if (!source) return null;
         var index = source.indexOf(":");
@@ -26,6 +27,9 @@
             return _.sprintf(gettext("plugin %(name)s"), {name: name});
         }
         if (source === "api") return gettext("REST API");
+        if (source === "file") return gettext("the print file");
+        if (source === "printer") return gettext("the printer");
+        if (source === "octoprint") return "OctoPrint";
         return source;
     }
 
