@@ -78,6 +78,14 @@ def octoprint_flags(rig):
     return rig.printer.get_current_data()["state"]["flags"]
 
 
+def print_short(rig, tmp_path):
+    """The first 20 layers of SMALL (and its end), printing, 30 kB in."""
+    short = head_and_tail(SMALL, tmp_path, head_layers=20)
+    rig.print_file(short)
+    rig.wait_for(lambda: (rig.comm.getFilePosition() or {}).get("pos", 0) > 30_000, timeout=20)
+    return short
+
+
 def wait_paused(rig, controller):
     rig.wait_for(lambda: controller.state == PAUSED, timeout=15)
     assert rig.state_id() == "PAUSED" and rig.hold_count() == 1
@@ -100,10 +108,8 @@ def finish(rig, controller, path, saved_lines, trap, not_sent=()):
 
 def test_octoprint_says_paused_and_its_own_resume_resumes(rig, wired, tmp_path):
     controller = wired().controller
-    short = head_and_tail(SMALL, tmp_path, head_layers=20)
     with LogTrap() as trap:
-        rig.print_file(short)
-        rig.wait_for(lambda: (rig.comm.getFilePosition() or {}).get("pos", 0) > 30_000, timeout=20)
+        short = print_short(rig, tmp_path)
         controller.pause(reason="spaghetti", source="user:ann")
         wait_paused(rig, controller)
         flags = octoprint_flags(rig)
@@ -126,10 +132,8 @@ def test_octoprint_says_paused_and_its_own_resume_resumes(rig, wired, tmp_path):
 def test_another_plugins_pause_print_is_a_safepause_pause(rig, wired, tmp_path):
     controller = wired().controller
     detector = rig.plugin_printer("detector")
-    short = head_and_tail(SMALL, tmp_path, head_layers=20)
     with LogTrap() as trap:
-        rig.print_file(short)
-        rig.wait_for(lambda: (rig.comm.getFilePosition() or {}).get("pos", 0) > 30_000, timeout=20)
+        short = print_short(rig, tmp_path)
         detector.pause_print()
         wait_paused(rig, controller)
         state = controller.get_state()
@@ -145,10 +149,8 @@ def test_another_plugins_pause_print_is_a_safepause_pause(rig, wired, tmp_path):
 
 def test_the_printers_action_pause_is_a_safepause_pause(rig, wired, tmp_path):
     controller = wired().controller
-    short = head_and_tail(SMALL, tmp_path, head_layers=20)
     with LogTrap() as trap:
-        rig.print_file(short)
-        rig.wait_for(lambda: (rig.comm.getFilePosition() or {}).get("pos", 0) > 30_000, timeout=20)
+        short = print_short(rig, tmp_path)
         rig.debug("action_pause")  # the virtual printer sends "// action:pause", as a runout sensor would
         wait_paused(rig, controller)
         assert controller.get_state()["source"] == "printer"
@@ -185,10 +187,8 @@ def test_octoprints_pause_scripts_run_once_at_the_park(rig, wired, scripts, tmp_
     )
     scripts("beforePrintResumed", "M117 Resuming\n")
     controller = wired().controller
-    short = head_and_tail(SMALL, tmp_path, head_layers=20)
     with LogTrap() as trap:
-        rig.print_file(short)
-        rig.wait_for(lambda: (rig.comm.getFilePosition() or {}).get("pos", 0) > 30_000, timeout=20)
+        short = print_short(rig, tmp_path)
         controller.pause(source="user:ann")
         wait_paused(rig, controller)
         z = controller.get_state()["position"]["z"]

@@ -46,10 +46,19 @@ def wait_for(predicate, timeout=5.0):
 SETTINGS = {"park_x": 0.0, "park_y": 0.0, "lift": 5.0}
 
 
-def build(tmp_path, settings=None, port_class=FakePort, hold_timeout=0.3, recovery=None):
-    """A started controller on a FakeComm streaming a copy of FILE: (controller, comm, port, events)."""
+def build(tmp_path, settings=None, port_class=FakePort, hold_timeout=0.3, recovery=None, insert=None, at=400):
+    """A started controller on a FakeComm streaming a copy of FILE (with `insert`, a line, put in as file
+    line `at`): (controller, comm, port, events)."""
     path = tmp_path / "part.gcode"
     shutil.copy(FILE, path)
+    if insert is not None:
+        lines, counted = path.read_text().splitlines(keepends=True), 0
+        for index, raw in enumerate(lines):
+            counted += bool(raw.split(";", 1)[0].strip())
+            if counted == at:
+                lines.insert(index, insert + "\n")
+                break
+        path.write_text("".join(lines))
     events = []
     values = dict(SETTINGS if settings is None else settings)
     controller = PauseController(port=None, hold_timeout=hold_timeout)

@@ -6,56 +6,29 @@ from __future__ import annotations
 
 import pytest
 
-from octoprint_safepause.core.controller import IDLE, PAUSED, TAG_PAUSE, TAG_RESUME, PauseController
+from octoprint_safepause.core.controller import IDLE, PAUSED, TAG_PAUSE, TAG_RESUME
 
-from .fake_printer import FakeComm, FakePort
-from .test_controller import FILE, expected_file_lines, file_lines, wait_for
+from . import test_controller
+from .test_controller import SETTINGS, expected_file_lines, file_lines, wait_for
+
+make = test_controller.make  # the fixture: test_controller's rig, on a copy of its file
 
 NATIVE_M400_TAGS = {"trigger:comm.set_pause", "trigger:pause", "trigger:record_position", "source:job"}
 
 
-def build(tmp_path, insert=None, at=400, settings=None):
-    """A started controller on a copy of FILE, with `insert` (a line) put in as file line `at`."""
-    lines = FILE.read_text().splitlines(keepends=True)
-    if insert is not None:
-        counted = 0
-        for index, raw in enumerate(lines):
-            if raw.split(";", 1)[0].strip():
-                counted += 1
-                if counted == at:
-                    lines.insert(index, insert + "\n")
-                    break
-    path = tmp_path / "part.gcode"
-    path.write_text("".join(lines))
-    events = []
-    values = {"park_x": 0.0, "park_y": 0.0, "lift": 5.0, **(settings or {})}
-    controller = PauseController(port=None, hold_timeout=0.3)
-    comm = FakeComm(str(path), controller)
-    port = FakePort(comm, {"volume": {"width": 220, "depth": 220, "height": 250}})
-    controller.bind(port, emit=lambda name, payload: events.append((name, payload)), settings=lambda: dict(values))
-    controller.start()
-    return controller, comm, port, events
-
-
-@pytest.fixture
-def make(tmp_path):
-    made = []
-
-    def make_one(**kwargs):
-        made.append(build(tmp_path, **kwargs))
-        return made[-1]
-
-    yield make_one
-    for controller, *_ in made:
-        controller.stop()
+def paused(make, scripts=None, **kwargs):
+    """A rig 300 lines into the print (with the user's OctoPrint `scripts`), paused by user ann."""
+    controller, comm, port, events = rig = make(**kwargs)
+    port.scripts.update(scripts or {})
+    comm.stream(300)
+    controller.pause(source="user:ann")
+    comm.stream()
+    assert wait_for(lambda: controller.state == PAUSED)
+    return rig
 
 
 def test_a_safepause_pause_is_octoprints_pause_and_its_resume_octoprints_resume(make):
-    controller, comm, port, events = make()
-    comm.stream(300)
-    controller.pause(reason="spaghetti", source="user:ann")
-    comm.stream()
-    assert wait_for(lambda: controller.state == PAUSED)
+    controller, comm, port, events = paused(make)
     # Paused for OctoPrint only once the park went out, for the user who asked
     assert port.printer_state == "paused" and port.pause_calls == [("enter", "ann")]
     assert any(TAG_PAUSE in tags for _, tags in comm.wire)
@@ -69,11 +42,7 @@ def test_a_safepause_pause_is_octoprints_pause_and_its_resume_octoprints_resume(
 
 
 def test_octoprints_own_resume_resumes_the_safepause_pause(make):
-    controller, comm, port, events = make()
-    comm.stream(300)
-    controller.pause(source="user:ann")
-    comm.stream()
-    assert wait_for(lambda: controller.state == PAUSED)
+    controller, comm, port, events = paused(make)
     # OctoPrint's Resume (a plugin's resume_print(), //action:resume): Resuming, then its event
     port.printer_state = "resuming"
     controller.on_printer_event("PrintResumed", {"user": "bob"})
@@ -86,11 +55,7 @@ def test_octoprints_own_resume_resumes_the_safepause_pause(make):
 
 
 def test_a_refused_resume_puts_octoprint_back_to_paused(make):
-    controller, comm, port, events = make(settings={"resume_template": "G1 X{{ nowhere }}"})
-    comm.stream(300)
-    controller.pause(source="user:ann")
-    comm.stream()
-    assert wait_for(lambda: controller.state == PAUSED)
+    controller, comm, port, events = paused(make, settings={**SETTINGS, "resume_template": "G1 X{{ nowhere }}"})
     port.printer_state = "resuming"
     controller.on_printer_event("PrintResumed", {"user": "bob"})
     assert wait_for(lambda: "resume template failed" in (controller.get_state()["error"] or ""))
@@ -117,7 +82,7 @@ def test_the_files_own_pause_command_pauses_exactly_there(make, command):
 
 
 def test_the_files_pause_command_is_octoprints_when_take_over_is_off(make):
-    controller, comm, port, events = make(insert="M0", at=400, settings={"take_over_pause": False})
+    controller, comm, port, events = make(insert="M0", at=400, settings={**SETTINGS, "take_over_pause": False})
     comm.stream(450)
     assert controller.state == IDLE and comm.hold == 0
     assert "M0" in [line for line, _ in file_lines(comm)]  # passed on: OctoPrint pauses (and blocks M0)
@@ -151,7 +116,7 @@ def test_octoprints_own_pause_is_taken_over_before_its_m400_goes_out(make):
 
 
 def test_octoprints_own_pause_is_left_alone_when_take_over_is_off(make):
-    controller, comm, port, events = make(settings={"take_over_pause": False})
+    controller, comm, port, events = make(settings={**SETTINGS, "take_over_pause": False})
     comm.stream(300)
     port.printer_state = "pausing"
     assert controller.on_queuing(comm, "queuing", "M400", None, "M400", tags=set(NATIVE_M400_TAGS)) is None
@@ -168,20 +133,18 @@ def test_an_sd_print_keeps_octoprints_pause_and_says_why(make):
 
 
 def test_octoprints_pause_scripts_run_at_the_park_and_are_not_run_twice(make):
-    controller, comm, port, events = make()
     # OctoPrint's documented example parks only when it knows the pause position: SafePause parked
-    port.scripts["afterPrintPaused"] = (
-        "M117 Paused at Z{{ safepause.position.z }}\n"
-        "{% if pause_position.x is not none %}G1 X0 Y0{% endif %}\n"
+    controller, comm, port, events = paused(
+        make,
+        scripts={
+            "afterPrintPaused": "M117 Paused at Z{{ safepause.position.z }}\n"
+            "{% if pause_position.x is not none %}G1 X0 Y0{% endif %}\n",
+            "beforePrintResumed": "M117 Resuming\n",
+        },
     )
-    port.scripts["beforePrintResumed"] = "M117 Resuming\n"
-    comm.stream(300)
-    controller.pause(source="user:ann")
-    comm.stream()
-    assert wait_for(lambda: controller.state == PAUSED)
-    paused = [line for line, tags in comm.wire if TAG_PAUSE in tags]
+    pause_lines = [line for line, tags in comm.wire if TAG_PAUSE in tags]
     z = controller.get_state()["position"]["z"]
-    assert paused[-2:] == [f"M117 Paused at Z{z}", "M400"] and "G1 X0 Y0" not in paused  # M400: parked
+    assert pause_lines[-2:] == [f"M117 Paused at Z{z}", "M400"] and "G1 X0 Y0" not in pause_lines  # M400: parked
     # OctoPrint's own copies, queued behind the hold by its resume, are dropped when they arrive
     script_tags = {"source:script", "script:beforePrintResumed", "source:job"}
     assert controller.on_queuing(comm, "queuing", "M117 Resuming", None, "M117", tags=script_tags) == (None,)
@@ -196,22 +159,14 @@ def test_octoprints_pause_scripts_run_at_the_park_and_are_not_run_twice(make):
 
 
 def test_a_pause_script_the_safety_check_refuses_is_skipped_with_a_warning(make):
-    controller, comm, port, events = make()
-    port.scripts["afterPrintPaused"] = "G1 Z-5\n"  # into the bed
-    comm.stream(300)
-    controller.pause(source="user:ann")
-    comm.stream()
-    assert wait_for(lambda: controller.state == PAUSED)
+    controller, comm, port, events = paused(make, scripts={"afterPrintPaused": "G1 Z-5\n"})  # into the bed
     warnings = controller.get_state()["warnings"]
     assert any("afterPrintPaused script skipped, refused by the safety check" in w for w in warnings)
     assert "G1 Z-5" not in [line for line, _ in comm.wire]
 
 
 def test_octoprints_pause_scripts_are_left_to_octoprint_when_switched_off(make):
-    controller, comm, port, events = make(settings={"run_octoprint_scripts": False})
-    port.scripts["afterPrintPaused"] = "M117 Paused\n"
-    comm.stream(300)
-    controller.pause(source="user:ann")
-    comm.stream()
-    assert wait_for(lambda: controller.state == PAUSED)
+    controller, comm, port, events = paused(
+        make, scripts={"afterPrintPaused": "M117 Paused\n"}, settings={**SETTINGS, "run_octoprint_scripts": False}
+    )
     assert "M117 Paused" not in [line for line, _ in comm.wire]
