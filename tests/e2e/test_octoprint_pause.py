@@ -65,7 +65,8 @@ def printer_view(sb) -> tuple:
 
 
 class Poller:
-    """/api/job and /api/printer every 0.1 s in a thread, as OctoFarm or FDM Monster poll them."""
+    """/api/job and /api/printer every 0.1 s in a thread, as OctoFarm or FDM Monster poll them (each
+    change of the two states and the paused flag is kept; the two requests are a moment apart)."""
 
     def __init__(self, sb):
         self.sb, self.seen, self._stop = sb, [], threading.Event()
@@ -78,6 +79,7 @@ class Poller:
                 self.seen.append(view)
 
     def __enter__(self):
+        self.seen.append(printer_view(self.sb))  # before anything happens
         self._thread.start()
         return self
 

@@ -275,7 +275,14 @@ def test_pause_hold_resume_finish_every_line_once(sp_server):
     sp_server.wait_for(lambda: sp_server.job()["state"] == "Operational", 30, what="print finished")
 
     events = [name for name, _ in sp_server.detector()["events"]]
-    assert events[-3:] == ["plugin_safepause_paused", "plugin_safepause_resumed", "PrintDone"], events[-6:]
+    # OctoPrint's own events around SafePause's, once each, in order (SafePause's pause is OctoPrint's)
+    assert events[-5:] == [
+        "PrintPaused",
+        "plugin_safepause_paused",
+        "PrintResumed",
+        "plugin_safepause_resumed",
+        "PrintDone",
+    ], events[-7:]
     resumed = [cmd for _, cmd in sp_server.wait_serial_quiet(resume_mark)]
     held = [cmd for _, cmd in sp_server.sends(start, resume_mark)]
     assert sp_server.exactly_once(held, resumed, k) == []
