@@ -275,7 +275,15 @@ class SafePausePlugin(
         self._detected_flavour = flavour_from_firmware_name(firmware_name)
 
     def register_custom_events(self, *args, **kwargs):
-        return ["paused", "resumed", "cancelled", "recovery_available", "recovered", "recovery_discarded"]
+        return [
+            "paused",
+            "resumed",
+            "cancelled",
+            "filament_change",
+            "recovery_available",
+            "recovered",
+            "recovery_discarded",
+        ]
 
     # ~~ events
 
@@ -301,6 +309,9 @@ class SafePausePlugin(
 
     def helper_pause(self, reason=None, source=None):
         return self._helper("pause", reason=reason, source=source)
+
+    def helper_change_filament(self, reason=None, source=None):
+        return self._helper("change_filament", reason=reason, source=source)
 
     def helper_resume(self):
         return self._helper("resume")
@@ -453,6 +464,7 @@ def __plugin_load__():
     }
     __plugin_helpers__ = {
         "pause": plugin.helper_pause,
+        "change_filament": plugin.helper_change_filament,
         "resume": plugin.helper_resume,
         "cancel": plugin.helper_cancel,
         "get_state": plugin.helper_get_state,

@@ -58,6 +58,28 @@ def _pause(actions, data, source):
     return 202, {"state": actions.controller.get_state()}
 
 
+def _change_filament(actions, data, source):
+    reason = clean_text(data, "reason")
+    source = clean_text(data, "source") or source
+    actions.controller.change_filament(reason=reason, source=source)
+    return 202, {"state": actions.controller.get_state()}
+
+
+MAX_PURGE = 500.0  # mm, as the purge length setting
+
+
+def _purge(actions, data, source):
+    length = data.get("length")
+    if length is not None:
+        if isinstance(length, bool) or not isinstance(length, (int, float)) or not math.isfinite(length):
+            raise ValueError("'length' must be a number (mm)")
+        if not 0 < length <= MAX_PURGE:
+            raise ValueError(f"'length' must be more than 0 and at most {MAX_PURGE:g} mm")
+        length = float(length)
+    actions.controller.purge(length)
+    return 202, {"state": actions.controller.get_state()}
+
+
 def _resume(actions, data, source):
     actions.controller.resume(source)
     return 202, {"state": actions.controller.get_state()}
@@ -119,6 +141,18 @@ COMMANDS: dict[str, Command] = {
             "pause", "pause prints", CONTROL, ("reason", "source"),
             "pause the print now: hold, park, keep the state; reason and source are free text",
             {202: "pausing", 409: "not printing, already paused, or an SD print", **_COMMON}, _pause,
+        ),
+        Command(
+            "change_filament", "pause prints", CONTROL, ("reason", "source"),
+            "a filament change now: hold, park at the change position, unload; then purge, resume",
+            {202: "pausing for the change", 409: "not printing, already paused, or an SD print", **_COMMON},
+            _change_filament,
+        ),
+        Command(
+            "purge", "pause prints", CONTROL, ("length",),
+            "during a filament change: load (the first time), then extrude length mm (default: the "
+            "purge length setting) at the change position",
+            {202: "purging", 409: "not paused for a filament change", **_COMMON}, _purge, strict=True,
         ),
         Command(
             "resume", "resume prints", CONTROL, (), "resume a SafePause pause exactly where it stopped",

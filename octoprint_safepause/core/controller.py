@@ -17,10 +17,10 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from . import status
+from . import filament, status
 from .gcode import MODELLED_COMMANDS, StateTracker, parse_line
 from .gcode.follower import FileFollower
 from .heater_clock import HeaterClock
@@ -33,8 +33,9 @@ from .sequences import (
     mode_restore,
     needs_reheat,
     pause_sequence,
+    reheat,
 )
-from .settings_schema import motion_kwargs
+from .settings_schema import change_settings, motion_kwargs
 from .shadow import MAX_NOTES, Shadow
 from .template_runner import TemplateRunner
 from .templates_gcode import TemplateError, build_context
@@ -62,6 +63,8 @@ NATIVE_PAUSE_TAGS = frozenset(["trigger:comm.set_pause", "trigger:pause"])
 # The scripts OctoPrint runs around its own pause: SafePause runs their content itself, at the park.
 OCTOPRINT_PAUSE_SCRIPTS = ("afterPrintPaused", "beforePrintResumed")
 _SCRIPT_TAGS = frozenset("script:" + name for name in OCTOPRINT_PAUSE_SCRIPTS)
+# The file's filament change, run by the host (the filament_change setting)
+CHANGE_COMMANDS = frozenset(["M600"])
 
 
 # The print's own states: a command the cancel or end script sends after the print, while its file is
@@ -89,6 +92,9 @@ class PauseToken:
     pause_sent: bool = False  # the pause lines went out (so cancel has modes to restore)
     warnings: list[str] = field(default_factory=list)
     snapshot: dict | None = None  # state.as_dict(), made once for the status
+    change: str | None = None  # a filament change: its step (unloading, unloaded, purging, loaded)
+    loaded: bool = False  # the new filament was pushed in (load_length)
+    purged: float = 0.0  # mm purged at the change position so far
 
 
 class PauseController:
@@ -153,6 +159,8 @@ class PauseController:
                 codes = frozenset(self._port.pausing_commands()) | {None}
             except Exception:
                 self._log.exception("SafePause: could not read OctoPrint's pausing commands")
+        if values.get("filament_change", "host") == "host":
+            codes |= CHANGE_COMMANDS
         self._file_pauses = codes
 
     def start(self) -> None:
@@ -222,8 +230,11 @@ class PauseController:
         name = gcode or "@pause"
         line = next((tag[9:] for tag in tags if tag.startswith("fileline:")), None)
         reason = f"{name} in the file" + (f" (line {line})" if line else "")
-        if not self._start_pause(reason, "file", ("printing", "starting"), log_refusal=f"{name} in the file"):
-            return None  # OctoPrint's own pause, as without SafePause
+        change = gcode in CHANGE_COMMANDS
+        if not self._start_pause(
+            reason, "file", ("printing", "starting"), log_refusal=f"{name} in the file", change=change
+        ):
+            return None  # OctoPrint's (or the firmware's) own handling, as without SafePause
         return (None,)
 
     def _octoprint_pause_line(self, cmd, tags):
@@ -252,11 +263,11 @@ class PauseController:
             return None
         return (None,)
 
-    def _start_pause(self, reason, source, printer_states, log_refusal) -> bool:
+    def _start_pause(self, reason, source, printer_states, log_refusal, change=False) -> bool:
         """From the hook (a comm thread, inside the job lock): a pause that holds at once, at this line.
         False when it does not fit: the source then gets OctoPrint's own pause, and the status says so."""
         try:
-            token = self._arm(reason, source, printer_states)
+            token = self._arm(reason, source, printer_states, change)
         except Refused as refused:
             message = f"{log_refusal}: OctoPrint pauses on its own ({refused})"
             self._log.warning("SafePause: %s", message)
@@ -289,7 +300,23 @@ class PauseController:
         token = self._arm(reason, source, ("printing",))
         self._requests.put_nowait(("pause", token))
 
-    def _arm(self, reason, source, printer_states) -> PauseToken:
+    def change_filament(self, reason: str | None = None, source: str | None = None) -> None:
+        """A pause parked at the change position that unloads the filament; resume (or purge) loads."""
+        token = self._arm(reason, source, ("printing",), change=True)
+        self._requests.put_nowait(("pause", token))
+
+    def purge(self, length: float | None = None) -> None:
+        """During a filament change: load (the first time), then extrude `length` mm at the change position."""
+        with self._lock:
+            token = self._token
+            if self._state != PAUSED or token is None or token.change is None:
+                raise Refused(f"not paused for a filament change (state: {self._state})")
+            if token.change == "purging":
+                raise Refused("already purging")
+            token.change = "purging"
+        self._requests.put_nowait(("purge", token, length))
+
+    def _arm(self, reason, source, printer_states, change=False) -> PauseToken:
         with self._lock:
             if self._state != IDLE:
                 raise Refused(f"already {self._state}")
@@ -303,7 +330,7 @@ class PauseController:
                 raise Refused("no print job is selected")
             if job.origin != "local" or not job.disk_path:
                 raise Refused("only prints streamed from OctoPrint can be held (this is an SD card print)")
-            self._token = PauseToken(reason, source, time.time(), job)
+            self._token = PauseToken(reason, source, time.time(), job, change="unloading" if change else None)
             self._last_error = None
             self._set_state(PAUSING)
             self._armed = True
@@ -379,6 +406,7 @@ class PauseController:
             "warnings": (list(token.plan.warnings) if token.plan else []) + token.warnings,
             "heaters_off": bool(token.heaters and token.heaters.heaters_off),
             "heater_action_in": token.heaters.action_in(time.time()) if token.heaters else None,
+            "change": None if token.change is None else {"step": token.change, "purged": token.purged},
         }
 
     # ------------------------------------------------------------------ controller thread
@@ -414,6 +442,8 @@ class PauseController:
             pass  # consumed inside _do_pause; a late one after a failure is harmless
         elif kind == "parked":
             self._parked(request[1])
+        elif kind == "purge":
+            self._do_purge(request[1], request[2])
         elif kind == "resume":
             self._do_resume(request[1], request[2])
         elif kind == "cancel":
@@ -476,7 +506,7 @@ class PauseController:
             self._replay_deferred()
             return
         token.heaters = HeaterClock(held_at=time.time())
-        values, profile, settings = self._current_settings()
+        values, profile, settings = self._current_settings(token)
         volume = Volume.from_profile(profile)
         token.state = self._state_at(token)
         # On disk before anything moves: if OctoPrint stops or is killed during the hold, the recovery
@@ -502,6 +532,8 @@ class PauseController:
                 token.pause_sent = True
                 self._correct_recovery(token)  # now with the lifted nozzle's height
                 self._send(self._pause_template_lines(token, values, profile, settings, volume), TAG_PAUSE)
+                if token.change is not None:
+                    self._send(self._unload_lines(token, values, profile, volume), TAG_PAUSE)
                 # Paused once the printer has the whole park (a busy printer, deep in an M109, takes it
                 # later): until then the lines go out numbered, as OctoPrint numbers them only while printing
                 self._port.sync({TAG_PAUSE}, lambda: self._requests.put_nowait(("parked", token)))
@@ -520,9 +552,69 @@ class PauseController:
         # is an event, handled on this thread after this)
         self._enter_octoprint_pause(token)
         with self._lock:
+            if token.change is not None:
+                token.change = filament.UNLOADED
             self._set_state(PAUSED)
         self._emit("paused", self._event_payload(token))
+        if token.change is not None:
+            self._emit("filament_change", self._change_payload(token))
         self._heater_tick(token)
+
+    # ------------------------------------------------------------------ filament change
+
+    def _unload_lines(self, token: PauseToken, values, profile, volume) -> list:
+        """Pull the filament out at the change position (heating first if the hotend is cold)."""
+        change = change_settings(values, profile)
+        lines = filament.unload_lines(token.state, token.plan, change, token.plan.flavour)
+        if not token.plan.hot:
+            lines = reheat(token.state, wait=True, flavour=token.plan.flavour) + lines
+        refused = check_pause(token.state, token.plan, volume, lines).user
+        if refused:
+            token.warnings.append(f"filament not unloaded, refused by the safety check: {refused[0]}")
+            return []
+        return lines
+
+    def _change_lines(self, token: PauseToken, values, profile, length: float | None, load: bool) -> list:
+        """Load (the first time) and purge `length` mm at the change position (None: the setting)."""
+        change = change_settings(values, profile)
+        lines = filament.load_lines(change) if load and not token.loaded else []
+        length = change.purge_length if length is None else length
+        if length > 0:
+            lines += filament.purge_lines(length, change)
+        return lines
+
+    def _do_purge(self, token: PauseToken, length: float | None) -> None:
+        if token is not self._token or self._state != PAUSED:
+            return
+        values, profile, settings = self._current_settings(token)
+        volume = Volume.from_profile(profile)
+        lines = self._change_lines(token, values, profile, length, load=True)
+        heaters_off = bool(token.heaters and token.heaters.heaters_off)
+        if heaters_off or needs_reheat(token.state, self._port.temperatures()):
+            lines = reheat(token.state, wait=True, flavour=token.plan.flavour) + lines
+        refused = check_pause(token.state, token.plan, volume, lines).user
+        with self._lock:
+            token.change = filament.LOADED if token.loaded else filament.UNLOADED
+            if refused:
+                self._last_error = f"purge refused by the safety check: {refused[0]}"
+        if refused:
+            self._log.error("SafePause: %s", self._last_error)
+            return
+        try:
+            self._send(lines, TAG_PAUSE)
+        except RuntimeError as error:
+            self._connection_lost(token, error)
+            return
+        with self._lock:
+            token.loaded = True
+            token.change = filament.LOADED
+            token.purged += change_settings(values, profile).purge_length if length is None else length
+        if heaters_off:
+            token.heaters = HeaterClock(held_at=time.time())  # hot again: the policy starts over
+        self._emit("filament_change", self._change_payload(token))
+
+    def _change_payload(self, token: PauseToken) -> dict:
+        return dict(self._event_payload(token), step=token.change, purged=token.purged)
 
     def _enter_octoprint_pause(self, token: PauseToken | None) -> None:
         """OctoPrint's state becomes Paused and PrintPaused fires: every app, event and notifier sees it."""
@@ -659,7 +751,7 @@ class PauseController:
         if self._port.state() == "cancelling":
             self._cancel_held(token, ask_octoprint=False)
             return
-        values, profile, settings = self._current_settings()
+        values, profile, settings = self._current_settings(token)
         volume = Volume.from_profile(profile)
         try:
             at_park = self._render("resume_template", values, token, profile, settings, volume)
@@ -675,6 +767,11 @@ class PauseController:
             warnings.append(f"OctoPrint's beforePrintResumed script skipped: {error}")
         heaters_off = bool(token.heaters and token.heaters.heaters_off)
         wait = heaters_off or needs_reheat(token.state, self._port.temperatures())
+
+        if token.change is not None:
+            # a change: load unless loaded, purge unless purged, and pull back what the return restores
+            change = self._change_lines(token, values, profile, None if not token.purged else 0, load=True)
+            script = change + filament.ready_lines(token.state, token.plan, settings) + script
 
         def check(lines):
             return check_resume(token.state, token.plan, volume, settings, wait_for_heat=wait, at_park=lines)
@@ -718,12 +815,12 @@ class PauseController:
     def _refuse_resume(self, token: PauseToken, message: str) -> None:
         """Stay paused and holding, and say why; OctoPrint's own Resume already turned it Resuming: back
         to Paused (it fires PrintPaused again), so no app shows a print that is not moving as resuming."""
+        if self._port.state() == "resuming":
+            self._enter_octoprint_pause(token)  # first: whoever sees the refusal sees OctoPrint paused
         with self._lock:
             self._set_state(PAUSED)
             self._last_error = message
         self._log.error("SafePause: %s", message)
-        if self._port.state() == "resuming":
-            self._enter_octoprint_pause(token)
 
     def _do_cancel(self, token: PauseToken, ask_octoprint: bool) -> None:
         if token is not self._token:
@@ -871,12 +968,18 @@ class PauseController:
         with self._lock:
             return status.event_payload(dict(status.idle(self._since), **self._token_status(token)))
 
-    def _current_settings(self):
+    def _current_settings(self, token: PauseToken | None = None):
         """(raw values, printer profile, validated MotionSettings); a refused value falls back to its
-        default, so a bad setting can never stop a pause."""
+        default, so a bad setting can never stop a pause. For a filament change: parked at the change
+        position, with the change's own hotend timeout."""
         values = self._settings() or {}
         profile = self._port.profile() or {}
-        return values, profile, MotionSettings(**motion_kwargs(values, profile))
+        settings = MotionSettings(**motion_kwargs(values, profile))
+        if token is not None and token.change is not None:
+            change = change_settings(values, profile)
+            park = filament.change_position(Volume.from_profile(profile), change)
+            settings = replace(settings, park=park, hotend_off_after=change.hotend_off_after)
+        return values, profile, settings
 
     # ------------------------------------------------------------------ shadow tracking
 

@@ -41,6 +41,16 @@ SCHEMA_TEXTS = (
     N_("Idle timeout after resume"),
     N_("0 = the firmware's stock value (Marlin 120, Prusa 60, Klipper 600, RepRapFirmware 30)"),
     N_("Hotend off after"), N_("0 = never"), N_("Bed off after"), N_("0 = never: keeps the part stuck"),
+    N_("Filament change (M600)"),
+    N_("host: SafePause parks, unloads, waits for you, loads and purges, and the file's M600 is never "
+       "sent (over USB the firmware's own blocks the serial line; many stock firmwares ignore it); "
+       "firmware: M600 goes to the printer"),
+    N_("Change X"), N_("machine X; empty = the middle"), N_("Change Y"), N_("machine Y; empty = the front"),
+    N_("Unload length"), N_("pulled back in all: past the extruder gears (a Bowden tube: its length)"),
+    N_("Unload speed"), N_("Load length"), N_("pushed in before purging"), N_("Load speed"),
+    N_("Purge length"), N_("extruded at the change position, and again for each Purge more"),
+    N_("Purge speed"), N_("Hotend off during a change after"),
+    N_("0 = never; loading and purging heat up and wait first"),
     N_("Pause G-code"), N_("Jinja2, sent after parking"), N_("Resume G-code"), N_("Jinja2, sent at the park position"),
 )  # fmt: skip
 
@@ -52,6 +62,14 @@ SETTINGS_GROUPS = (
     (N_("Resume"), ("prime_extra", "prime_speed", "min_extrude_temp")),
     (N_("While paused"), ("fans_off", "keep_steppers", "hold_backstop", "idle_timeout_restore")),
     (N_("Long pauses: heaters"), ("hotend_off_after", "bed_off_after")),
+    (
+        N_("Filament change"),
+        (
+            "filament_change", "change_x", "change_y", "change_unload_length", "change_unload_speed",
+            "change_load_length", "change_load_speed", "change_purge_length", "change_purge_speed",
+            "change_hotend_off_after",
+        ),
+    ),
     (N_("Your own G-code"), ("pause_template", "resume_template")),
     (N_("Recovering a print that died"), ("recovery_home_axes", "recovery_prime_length", "recovery_park")),
 )
@@ -66,6 +84,10 @@ CHOICE_LABELS = {
         "prusa": N_("Prusa firmware (MK3)"),
     },
     "recovery_home_axes": {"XY": N_("X and Y")},
+    "filament_change": {
+        "host": N_("By SafePause (the host): M600 is not sent"),
+        "firmware": N_("By the firmware: M600 is sent"),
+    },
 }
 
 

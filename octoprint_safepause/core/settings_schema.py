@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from . import templates_gcode
+from .filament import ChangeSettings
 from .gcode import FLAVOURS
 from .sequences import MotionSettings, Volume
 
@@ -120,6 +121,56 @@ SCHEMA: tuple[Field, ...] = (
     ),
     Field("hotend_off_after", float, 15.0, 0, 1440, "min", "Hotend off after", "0 = never"),
     Field("bed_off_after", float, 0.0, 0, 1440, "min", "Bed off after", "0 = never: keeps the part stuck"),
+    Field(
+        "filament_change",
+        str,
+        "host",
+        label="Filament change (M600)",
+        help="host: SafePause parks, unloads, waits for you, loads and purges, and the file's M600 is never "
+        "sent (over USB the firmware's own blocks the serial line; many stock firmwares ignore it); "
+        "firmware: M600 goes to the printer",
+        choices=("host", "firmware"),
+    ),
+    Field(
+        "change_x", float, None, unit="mm", label="Change X", help="machine X; empty = the middle", nullable=True
+    ),
+    Field(
+        "change_y", float, None, unit="mm", label="Change Y", help="machine Y; empty = the front", nullable=True
+    ),
+    Field(
+        "change_unload_length",
+        float,
+        100.0,
+        0,
+        1500,
+        "mm",
+        "Unload length",
+        "pulled back in all: past the extruder gears (a Bowden tube: its length)",
+    ),
+    Field("change_unload_speed", float, 40.0, 0, 150, "mm/s", "Unload speed", above=True),
+    Field("change_load_length", float, 90.0, 0, 1500, "mm", "Load length", "pushed in before purging"),
+    Field("change_load_speed", float, 6.0, 0, 100, "mm/s", "Load speed", above=True),
+    Field(
+        "change_purge_length",
+        float,
+        30.0,
+        0,
+        500,
+        "mm",
+        "Purge length",
+        "extruded at the change position, and again for each Purge more",
+    ),
+    Field("change_purge_speed", float, 3.0, 0, 50, "mm/s", "Purge speed", above=True),
+    Field(
+        "change_hotend_off_after",
+        float,
+        30.0,
+        0,
+        1440,
+        "min",
+        "Hotend off during a change after",
+        "0 = never; loading and purging heat up and wait first",
+    ),
     Field("pause_template", str, "", label="Pause G-code", help="Jinja2, sent after parking"),
     Field("resume_template", str, "", label="Resume G-code", help="Jinja2, sent at the park position"),
     Field(
@@ -236,9 +287,10 @@ def validate(values: Mapping[str, Any] | None, profile: Mapping[str, Any] | None
         clean["top_margin"] = FIELDS["top_margin"].default
 
     _check_park(clean, errors, volume)
+    _check_park(clean, errors, volume, "change_x", "change_y", "Change")
 
     backstop_min = clean["hold_backstop"] * 60
-    for name in ("hotend_off_after", "bed_off_after"):
+    for name in ("hotend_off_after", "bed_off_after", "change_hotend_off_after"):
         if name not in errors and "hold_backstop" not in errors and clean[name] >= backstop_min:
             errors[name] = (
                 f"{FIELDS[name].label}: {_number(clean[name])} min is not before the firmware backstop "
@@ -256,27 +308,28 @@ def validate(values: Mapping[str, Any] | None, profile: Mapping[str, Any] | None
     return clean, errors
 
 
-def _check_park(clean: dict, errors: dict, volume: Volume) -> None:
-    x, y = clean["park_x"], clean["park_y"]
-    if "park_x" in errors or "park_y" in errors:
+def _check_park(clean: dict, errors: dict, volume: Volume, x_key="park_x", y_key="park_y", name="Park") -> None:
+    """A machine XY point of the settings (park, change position) inside the bed; refused: None."""
+    x, y = clean[x_key], clean[y_key]
+    if x_key in errors or y_key in errors:
         return
     if x is not None and not volume.x_min - 1e-9 <= x <= volume.x_max + 1e-9:
-        errors["park_x"] = (
-            f"Park X: {_number(x)} mm is outside the bed (X from {_number(volume.x_min)} to {_number(volume.x_max)} mm)"
+        errors[x_key] = (
+            f"{name} X: {_number(x)} mm is outside the bed (X from {_number(volume.x_min)} to {_number(volume.x_max)} mm)"
         )
-        clean["park_x"] = None
+        clean[x_key] = None
     if y is not None and not volume.y_min - 1e-9 <= y <= volume.y_max + 1e-9:
-        errors["park_y"] = (
-            f"Park Y: {_number(y)} mm is outside the bed (Y from {_number(volume.y_min)} to {_number(volume.y_max)} mm)"
+        errors[y_key] = (
+            f"{name} Y: {_number(y)} mm is outside the bed (Y from {_number(volume.y_min)} to {_number(volume.y_max)} mm)"
         )
-        clean["park_y"] = None
-    x, y = clean["park_x"], clean["park_y"]
+        clean[y_key] = None
+    x, y = clean[x_key], clean[y_key]
     if volume.circular and x is not None and y is not None and not volume.contains(x, y):
-        errors["park_x"] = (
-            f"Park: X{_number(x)} Y{_number(y)} is outside the round bed (radius {_number(volume.radius)} mm "
+        errors[x_key] = (
+            f"{name}: X{_number(x)} Y{_number(y)} is outside the round bed (radius {_number(volume.radius)} mm "
             "around X0 Y0)"
         )
-        clean["park_x"] = clean["park_y"] = None
+        clean[x_key] = clean[y_key] = None
 
 
 def to_settings_schema(clean: Mapping[str, Any]) -> MotionSettings:
@@ -297,3 +350,20 @@ def motion_kwargs(values: Mapping[str, Any] | None, profile: Mapping[str, Any] |
     clean, _errors = validate(values, profile)
     settings = to_settings_schema(clean)
     return {f.name: getattr(settings, f.name) for f in fields(MotionSettings)}
+
+
+def change_settings(values: Mapping[str, Any] | None, profile: Mapping[str, Any] | None) -> ChangeSettings:
+    """ChangeSettings from raw settings: validated, defaults for refusals."""
+    clean, _errors = validate(values, profile)
+    return ChangeSettings(
+        unload_length=clean["change_unload_length"],
+        unload_speed=clean["change_unload_speed"],
+        load_length=clean["change_load_length"],
+        load_speed=clean["change_load_speed"],
+        purge_length=clean["change_purge_length"],
+        purge_speed=clean["change_purge_speed"],
+        hotend_off_after=clean["change_hotend_off_after"],
+        x=clean["change_x"],
+        y=clean["change_y"],
+    )
+

@@ -24,6 +24,7 @@ KEYS = {
     "warnings": "what the pause could not do as configured, and why",
     "heaters_off": "the long-hold heater policy switched heaters off",
     "heater_action_in": "seconds until the heater policy acts next, or null",
+    "change": "a filament change: {step: unloading, unloaded, purging or loaded, purged: mm}; null for a pause",
 }
 
 # The part the sidebar gets twice a second: everything but the full snapshot.

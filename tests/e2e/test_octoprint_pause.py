@@ -86,6 +86,9 @@ class Poller:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join(5)
+        view = printer_view(self.sb)  # and once after everything happened
+        if self.seen[-1][:3] != view[:3]:
+            self.seen.append(view)
 
 
 def test_a_farm_manager_polling_rest_sees_paused_and_resumes_with_octoprints_resume(server):
