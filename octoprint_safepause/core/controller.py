@@ -23,6 +23,7 @@ from typing import Callable
 from . import filament, status
 from .gcode import MODELLED_COMMANDS, StateTracker, parse_line
 from .gcode.follower import FileFollower
+from .gcode.state import PRUSA
 from .heater_clock import HeaterClock
 from .port import JobInfo, PrinterPort
 from .safety import check_pause, check_resume
@@ -65,6 +66,7 @@ OCTOPRINT_PAUSE_SCRIPTS = ("afterPrintPaused", "beforePrintResumed")
 _SCRIPT_TAGS = frozenset("script:" + name for name in OCTOPRINT_PAUSE_SCRIPTS)
 # The file's filament change, run by the host (the filament_change setting)
 CHANGE_COMMANDS = frozenset(["M600"])
+PRUSA_PAUSES = frozenset(["M601"])
 
 
 # The print's own states: a command the cancel or end script sends after the print, while its file is
@@ -159,6 +161,8 @@ class PauseController:
                 codes = frozenset(self._port.pausing_commands()) | {None}
             except Exception:
                 self._log.exception("SafePause: could not read OctoPrint's pausing commands")
+        if self._take_over and self._flavour() == PRUSA:
+            codes |= PRUSA_PAUSES  # Prusa's "pause print", as M0 elsewhere
         if values.get("filament_change", "host") == "host":
             codes |= CHANGE_COMMANDS
         self._file_pauses = codes
