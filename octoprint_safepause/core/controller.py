@@ -717,7 +717,7 @@ class PauseController:
         now = time.time()
         if token is None or token.heaters is None or not token.heaters.due(now):
             return
-        _, _, settings = self._current_settings()
+        _, _, settings = self._current_settings(token)
         step = token.heaters.step(token.state, settings, token.plan.flavour, now)
         if step.lines and self._state == PAUSED:
             self._send(step.lines, TAG_PAUSE)

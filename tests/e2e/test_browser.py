@@ -238,6 +238,37 @@ def test_pause_and_resume_from_the_sidebar(server, open_page):
     ensure_idle(server)
 
 
+def test_filament_change_from_the_sidebar(server, open_page):
+    ui = open_page(server)
+    start_print(server)
+    change = ui.page.locator("#safepause_change")
+    expect(change).to_be_enabled(timeout=UI_TIMEOUT)
+    change.click()
+    step = ui.page.locator("[data-test-id=safepause-change-step]")
+    expect(step).to_contain_text("Filament unloaded", timeout=UI_TIMEOUT)
+    expect(ui.page.locator(".ui-pnotify", has_text="the printer waits for the new one")).to_be_visible(
+        timeout=UI_TIMEOUT
+    )
+    assert job(server)["state"] == "Paused" and safepause(server)["change"]["step"] == "unloaded"
+    purge = ui.page.locator("#safepause_purge")
+    expect(purge).to_have_text("Load and purge")
+    ui.shot("change-unloaded")
+
+    purge.click()
+    expect(step).to_contain_text("Purged 30 mm", timeout=UI_TIMEOUT)
+    expect(purge).to_have_text("Purge more")
+    purge.click()
+    expect(step).to_contain_text("Purged 60 mm", timeout=UI_TIMEOUT)
+    ui.shot("change-purged")
+
+    held_at = filepos(server)
+    ui.button("resume").click()
+    expect(ui.state).to_have_text("Printing", timeout=UI_TIMEOUT)
+    expect(step).to_have_count(0)
+    wait_for(lambda: filepos(server) > held_at + 1000, 20, "printing after the change")
+    ensure_idle(server)
+
+
 def test_pause_and_cancel_with_confirmation(server, open_page):
     ui = open_page(server)
     start_print(server)

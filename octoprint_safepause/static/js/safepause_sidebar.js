@@ -25,6 +25,8 @@ $(function () {
         self.heatersOff = ko.observable(false);
         self.heaterActionIn = ko.observable(null);
         self.requesting = ko.observable(false);
+        self.changeStep = ko.observable(null); // a filament change: unloading, unloaded, purging, loaded
+        self.purged = ko.observable(0);
 
         self.canControl = ko.pureComputed(function () {
             var permissions = self.access.permissions;
@@ -81,6 +83,35 @@ $(function () {
             });
         });
 
+        self.changeText = ko.pureComputed(function () {
+            switch (self.changeStep()) {
+                case "unloading":
+                    return gettext("Filament change: parking and unloading...");
+                case "unloaded":
+                    return gettext("Filament unloaded. Put the new filament in, then Load and purge (Resume loads and purges as well).");
+                case "purging":
+                    return gettext("Loading and purging...");
+                case "loaded":
+                    return _.sprintf(gettext("Purged %(length)s mm. Purge more until the new colour comes out clean, then Resume."), {
+                        length: self.purged()
+                    });
+                default:
+                    return "";
+            }
+        });
+        self.purgeLabel = ko.pureComputed(function () {
+            return self.changeStep() === "loaded" ? gettext("Purge more") : gettext("Load and purge");
+        });
+        self.enablePurge = ko.pureComputed(function () {
+            var step = self.changeStep();
+            return (
+                self.canControl() &&
+                !self.requesting() &&
+                self.state() === "paused" &&
+                (step === "unloaded" || step === "loaded")
+            );
+        });
+
         self.printing = ko.pureComputed(function () {
             var ps = self.printerState;
             return ps.isPrinting() && !ps.isPausing() && !ps.isPaused() && !ps.isCancelling();
@@ -113,6 +144,8 @@ $(function () {
             self.heaterActionIn(
                 data.heater_action_in === undefined ? null : data.heater_action_in
             );
+            self.changeStep(data.change ? data.change.step : null);
+            self.purged(data.change ? data.change.purged : 0);
         };
 
         self._fromData = function (data) {
@@ -151,6 +184,12 @@ $(function () {
         self.resume = function () {
             self._command("resume");
         };
+        self.changeFilament = function () {
+            self._command("change_filament");
+        };
+        self.purge = function () {
+            self._command("purge");
+        };
         self.cancel = function () {
             showConfirmationDialog({
                 message: gettext(
@@ -166,7 +205,18 @@ $(function () {
         };
 
         self.onDataUpdaterPluginMessage = function (plugin, data) {
-            if (plugin !== SP.PLUGIN || !data || data.type !== "paused") return;
+            if (plugin !== SP.PLUGIN || !data) return;
+            if (data.type === "filament_change" && data.step === "unloaded") {
+                // whoever asked: the printer now waits for someone to put the new filament in
+                new PNotify({
+                    title: gettext("Filament change"),
+                    text: gettext("The filament is unloaded: the printer waits for the new one."),
+                    type: "info",
+                    hide: false
+                });
+                return;
+            }
+            if (data.type !== "paused") return;
             // A pause this browser's user asked for needs no pop-up; anyone else's (another plugin,
             // another user, a script) does.
             var mine = self.loginState.username() && data.source === "user:" + self.loginState.username();
