@@ -19,6 +19,8 @@ import pytest
 import requests
 import sandbox as sandbox_module
 
+from .conftest import SafePauseServer, make_slice
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 STATE_FIELDS = {
@@ -286,6 +288,43 @@ def test_pause_hold_resume_finish_every_line_once(sp_server):
     resumed = [cmd for _, cmd in sp_server.wait_serial_quiet(resume_mark)]
     held = [cmd for _, cmd in sp_server.sends(start, resume_mark)]
     assert sp_server.exactly_once(held, resumed, k) == []
+
+
+def test_the_files_m600_is_a_filament_change_run_by_the_host(sp_server, tmp_path):
+    """The slice with an M600 put in (as PrusaSlicer writes a colour change): the change happens at
+    that line, Purge over REST, OctoPrint's own Resume; the M600 never reaches the printer and every
+    other line goes out once, in order."""
+    lines = make_slice(tmp_path / "m600_slice.gcode").read_text().splitlines(keepends=True)
+    counted, at = 0, 700
+    for index, raw in enumerate(lines):
+        counted += bool(raw.split(";", 1)[0].strip())
+        if counted == at:
+            lines.insert(index, "M600\n")
+            break
+    path = tmp_path / "m600_slice.gcode"
+    path.write_text("".join(lines))
+    assert sp_server.sb.upload(path)[0] == 201
+    changer = SafePauseServer(sp_server.sb, path)
+    changer.lines = [line for line in changer.lines if line[0] != "M600"]  # what must reach the printer
+
+    start = changer.start_print()
+    state = changer.wait_sp("paused", timeout=60)
+    assert state["change"] == {"step": "unloaded", "purged": 0.0}, state
+    assert state["source"] == "file" and state["reason"] == f"M600 in the file (line {at})"
+    assert changer.job()["state"] == "Paused"
+    assert changer.command("purge", length=7.5)[0] == 202
+    changer.wait_for(lambda: changer.sp_state()["change"]["purged"] == 7.5, 10, what="purged")
+    assert changer.command("purge", length=0)[0] == 400  # a length must be more than 0
+
+    resume_mark = changer.serial_mark()
+    assert changer.api("POST", "/api/job", {"command": "pause", "action": "resume"}) == (204, None)
+    changer.wait_sp("idle")
+    changer.wait_for(lambda: changer.job()["state"] == "Operational", 30, what="print finished")
+    held = [cmd for _, cmd in changer.sends(start, resume_mark)]
+    resumed = [cmd for _, cmd in changer.wait_serial_quiet(resume_mark)]
+    assert "M600" not in held + resumed
+    assert any(cmd.startswith("G1 E-") for cmd in held[-12:])  # unloaded at the change position
+    assert changer.exactly_once(held, resumed, at - 1) == []
 
 
 def test_pause_while_the_printer_is_busy_takes_the_hold_without_a_line(sp_server):

@@ -164,3 +164,25 @@ def test_m600_goes_to_the_firmware_when_set_so(make):
     controller, comm, port, events = make(insert="M600", at=400, settings={**SETTINGS, "filament_change": "firmware"})
     comm.stream(450)
     assert controller.state == IDLE and "M600" in [line for line, _ in file_lines(comm)]
+
+
+def test_a_change_that_ends_badly_is_recovered_from_after_its_m600(make):
+    recovery = test_controller.RecordingRecovery()
+    controller, comm, port, events = make(insert="M600", at=400, recovery=recovery)
+    comm.stream()
+    assert wait_for(lambda: controller.state == PAUSED)
+    after_m600 = test_controller.line_start(comm.path, 401)  # the line after the M600 begins here
+    # written at the hold and again once lifted, before anything is unloaded: never the M600 again
+    assert recovery.corrections and set(recovery.corrections) == {after_m600}
+    port.printer_state = "offline"
+    controller.on_printer_event("Disconnected", {})
+    assert wait_for(lambda: controller.state == IDLE)
+    assert set(recovery.corrections) == {after_m600}
+
+
+def test_cancel_during_a_change_drops_nothing_of_the_file_and_restores_the_modes(make):
+    controller, comm, port, events = changed(make)
+    controller.cancel()
+    assert wait_for(lambda: controller.state == IDLE)
+    assert port.cancelled and comm.hold == 0
+    assert [name for name, _ in events] == ["paused", "filament_change", "cancelled"]
