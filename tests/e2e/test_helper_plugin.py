@@ -97,6 +97,20 @@ def test_detect_pauses_a_second_detect_is_refused_clear_resumes(sp_server):
     assert all(r[3] < 0.5 for r in results), results  # the helpers only enqueue
 
 
+def test_a_runout_sensor_changes_filament_through_the_helper(sp_server):
+    events_before, _ = counts(sp_server)
+    sp_server.start_print(PAUSE_AT)
+    status, reply = sp_server.detector("runout", reason="filament runout")
+    assert status == 200 and reply["result"] is True, reply
+    state = sp_server.wait_sp("paused", timeout=15)
+    assert state["change"]["step"] == "unloaded" and state["source"] == "plugin:detector"
+    events = wait_events(sp_server, events_before, "plugin_safepause_paused", "plugin_safepause_filament_change")
+    assert dict(events)["plugin_safepause_filament_change"]["step"] == "unloaded"
+    assert sp_server.detector("clear")[1]["result"] is True  # resume: loads, purges, goes back
+    sp_server.wait_sp("idle", timeout=20)
+    wait_events(sp_server, events_before, "plugin_safepause_resumed", "PrintDone", timeout=60)
+
+
 def test_abort_during_a_pause_cancels_the_print(sp_server):
     events_before, _ = counts(sp_server)
     assert sp_server.detector("abort")[1]["result"] is False  # no pause to cancel

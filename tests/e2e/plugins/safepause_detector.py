@@ -3,6 +3,7 @@
 `POST /api/plugin/safepause_detector`:
   {"command": "detect", "reason": ...}   pause via the helper (from an HTTP thread)
   {"command": "clear"} / {"command": "abort"}   resume / cancel via the helpers
+  {"command": "runout", "reason": ...}   a filament change via the helper, as a runout sensor would
   {"command": "arm", "match": "G1 Z2.2"} pause from inside this plugin's own queuing hook (on
                                           OctoPrint's comm thread) when a line starting with it passes
   {"command": "octoprint_pause"} / {"command": "octoprint_resume"}   OctoPrint's own
@@ -43,7 +44,9 @@ class DetectorPlugin(octoprint.plugin.SimpleApiPlugin, octoprint.plugin.EventHan
         self._match = None
 
     def _helpers(self):
-        return self._plugin_manager.get_helpers("safepause", "pause", "resume", "cancel", "get_state")
+        return self._plugin_manager.get_helpers(
+            "safepause", "pause", "change_filament", "resume", "cancel", "get_state"
+        )
 
     def _record(self, command, call, *extra):
         started = time.monotonic()
@@ -57,7 +60,15 @@ class DetectorPlugin(octoprint.plugin.SimpleApiPlugin, octoprint.plugin.EventHan
         return True
 
     def get_api_commands(self):
-        return {"detect": [], "clear": [], "abort": [], "arm": ["match"], "octoprint_pause": [], "octoprint_resume": []}
+        return {
+            "detect": [],
+            "runout": [],
+            "clear": [],
+            "abort": [],
+            "arm": ["match"],
+            "octoprint_pause": [],
+            "octoprint_resume": [],
+        }
 
     def on_api_command(self, command, data):
         helpers = self._helpers()
@@ -66,6 +77,11 @@ class DetectorPlugin(octoprint.plugin.SimpleApiPlugin, octoprint.plugin.EventHan
         if command == "detect":
             reason = data.get("reason", "spaghetti")
             result = self._record(command, lambda: helpers["pause"](reason=reason, source="plugin:detector"))
+        elif command == "runout":
+            reason = data.get("reason", "runout")
+            result = self._record(
+                command, lambda: helpers["change_filament"](reason=reason, source="plugin:detector")
+            )
         elif command == "clear":
             result = self._record(command, helpers["resume"])
         elif command == "abort":
