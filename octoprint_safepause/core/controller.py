@@ -589,6 +589,8 @@ class PauseController:
 
     def _do_purge(self, token: PauseToken, length: float | None) -> None:
         if token is not self._token or self._state != PAUSED:
+            # resumed or cancelled meanwhile: the resume loads and purges itself if need be
+            token.change = filament.LOADED if token.loaded else filament.UNLOADED
             return
         values, profile, settings = self._current_settings(token)
         volume = Volume.from_profile(profile)
