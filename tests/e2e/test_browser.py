@@ -301,6 +301,7 @@ def test_user_without_control_sees_the_state_but_no_buttons(server, open_page):
     start_print(server)
     expect(viewer.state).to_have_text("Printing", timeout=UI_TIMEOUT)
     expect(viewer.page.locator(".safepause-buttons")).to_be_hidden()
+    expect(viewer.page.locator("#safepause_change")).to_be_hidden()
     expect(viewer.page.locator("[data-test-id=safepause-readonly]")).to_be_visible()
     assert server.api("POST", "/api/plugin/safepause", {"command": "pause"}, user="viewer")[0] == 403
 
