@@ -95,3 +95,26 @@ def test_with_the_firmware_set_the_m600_goes_to_the_printer(rig, wired, tmp_path
     assert controller.state == IDLE and rig.hold_count() == 0
     assert rig.wait_done(60) == "PrintDone"
     assert [r for r in rig.records() if r.cmd == "M600"]
+
+
+def test_after_the_hotend_went_off_the_load_waits_for_heat(rig, wired, tmp_path):
+    """The hotend went off during the change (its timeout, or the user): the load waits for the print's
+    temperature on the real printer (M109) before any filament moves."""
+    controller = wired().controller
+    path = corpus_excerpt(PRUSA, tmp_path, random.Random(15), budget=3000, extra=(rb"M600",))
+    with LogTrap() as trap:
+        rig.print_file(path)
+        rig.wait_for(lambda: controller.state == PAUSED, timeout=90)
+        rig.send("M104 S0")  # from OctoPrint's terminal, during the hold
+        rig.wait_for(lambda: (rig.printer.get_current_temperatures().get("tool0") or {}).get("target") == 0, timeout=10)
+        controller.purge(5)
+        rig.wait_for(lambda: any(cmd.startswith("G1 E90") for cmd in rig.received()), timeout=60)
+        cmds = rig.received()
+        load = next((i for i, cmd in enumerate(cmds) if cmd.startswith("G1 E90")), None)
+        assert load is not None, cmds[-20:]
+        heat = max(i for i, cmd in enumerate(cmds[:load]) if cmd.startswith("M109"))
+        assert cmds.index("M104 S0") < heat < load
+        controller.resume()
+        rig.wait_for(lambda: controller.state == IDLE, timeout=30)
+        assert rig.wait_done(60) == "PrintDone"
+    assert not trap.ours(), "\n".join(trap.ours())

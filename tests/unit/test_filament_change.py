@@ -186,3 +186,22 @@ def test_cancel_during_a_change_drops_nothing_of_the_file_and_restores_the_modes
     assert wait_for(lambda: controller.state == IDLE)
     assert port.cancelled and comm.hold == 0
     assert [name for name, _ in events] == ["paused", "filament_change", "cancelled"]
+
+
+def test_a_new_materials_temperature_during_the_change_is_undone_by_the_resume(make):
+    """The user heats for the new material during the change (OctoPrint's Temperature tab): loading and
+    purging run at it, and the resume waits for the print's own temperature before going back."""
+    controller, comm, port, events = make()
+    comm.stream(2000)  # file 02 after its first layer: hotend 200 °C
+    controller.change_filament(source="user:ann")
+    comm.stream()
+    assert wait_for(lambda: controller.state == PAUSED)
+    port.temps = {"tool0": {"actual": 240.0, "target": 240.0}, "bed": {"actual": 60.0, "target": 60.0}}
+    controller.purge(10)
+    assert wait_for(lambda: controller.get_state()["change"]["purged"] == 10.0)
+    controller.resume()
+    assert wait_for(lambda: controller.state == IDLE)
+    resumed = [line for line, tags in comm.wire if TAG_RESUME in tags]
+    wait = resumed.index("M109 T0 S200")
+    returns = [i for i, line in enumerate(resumed) if line.startswith("G1 X") and "Y" in line]
+    assert wait < returns[-1]  # the print's own temperature, before the print goes on
