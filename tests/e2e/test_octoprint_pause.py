@@ -118,7 +118,9 @@ def test_a_farm_manager_polling_rest_sees_paused_and_resumes_with_octoprints_res
         wait_for(lambda: printer_view(server)[0] == "Printing", 10, "printing after toggle")
     states = [view[0] for view in poller.seen]
     assert states[0] == "Printing" and "Paused" in states and states[-1] == "Printing", poller.seen
-    assert "Pausing" not in states, poller.seen  # parked, then Paused: never a stuck "Pausing"
+    # OctoPrint passes through "Pausing" for a moment, as in its own pause; it never stays there
+    assert all(later != "Pausing" for now, later in zip(states, states[1:]) if now == "Pausing"), poller.seen
+    assert states[-1] != "Pausing"
     # every app and notifier sees OctoPrint's own events, in order, once per pause
     wait_for(lambda: detector_events(server)[len(before):].count("PrintResumed") == 2, 10, "events")
     events = [e for e in detector_events(server)[len(before):] if e in ("PrintPaused", "PrintResumed")]
