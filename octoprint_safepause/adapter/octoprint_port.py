@@ -142,7 +142,7 @@ class OctoPrintPort:
         with comm._jobLock:
             if comm._state in (comm.STATE_PRINTING, comm.STATE_STARTING, comm.STATE_RESUMING):
                 # without local handling: no M400/M114 round trip and no afterPrintPaused script
-                comm.setPause(True, local_handling=False, user=user, tags={PAUSE_TAG})
+                comm.setPause(True, local_handling=False, user=user, tags=set(PLUGIN_TAGS))
             elif comm._state == comm.STATE_PAUSING:
                 # OctoPrint's own pause, taken over before its M400 went out: finish it as setPause would
                 comm._pause_preparation_done(check_timer=False, suppress_script=True, user=user)
@@ -155,7 +155,7 @@ class OctoPrintPort:
         with comm._jobLock:
             if comm._state in (comm.STATE_PAUSED, comm.STATE_PAUSING):
                 # its Printing marker waits behind the hold, so no file line goes before SafePause's own
-                comm.setPause(False, local_handling=False, user=user, tags={RESUME_TAG})
+                comm.setPause(False, local_handling=False, user=user, tags=set(PLUGIN_TAGS))
 
     def pausing_commands(self):
         comm = getattr(self._raw, "_comm", None)
@@ -220,9 +220,8 @@ class OctoPrintPort:
         return (self._load_script(name) if self._load_script else None) or ""
 
 
-PAUSE_TAG = "safepause:pause"
+# what OctoPrint's plugin proxy adds to a call of ours (MachineCom then logs "on behalf of plugin")
 PLUGIN_TAGS = frozenset(["source:plugin", "plugin:safepause"])
-RESUME_TAG = "safepause:resume"
 DEFAULT_PAUSING_COMMANDS = frozenset(["M0", "M1", "M25"])  # OctoPrint's serial.pausingCommands default
 _NO_COMM = object()
 _STATE_NAMES: dict = {}  # MachineCom class -> {state value: state id}

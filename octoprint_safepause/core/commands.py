@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import settings_schema
 from .controller import Refused
 from .recovery.service import RecoveryRefused
 
@@ -51,21 +52,19 @@ def clean_text(data: dict, key: str):
 # default source ("user:<name>", "api", or None for another plugin) and returns (status, body).
 
 
-def _pause(actions, data, source):
-    reason = clean_text(data, "reason")
-    source = clean_text(data, "source") or source
-    actions.controller.pause(reason=reason, source=source)
-    return 202, {"state": actions.controller.get_state()}
+def _pausing(start: str):
+    """A handler for a pause of some kind: `start` names the controller's method (pause, change_filament)."""
+
+    def handler(actions, data, source):
+        reason = clean_text(data, "reason")
+        source = clean_text(data, "source") or source
+        getattr(actions.controller, start)(reason=reason, source=source)
+        return 202, {"state": actions.controller.get_state()}
+
+    return handler
 
 
-def _change_filament(actions, data, source):
-    reason = clean_text(data, "reason")
-    source = clean_text(data, "source") or source
-    actions.controller.change_filament(reason=reason, source=source)
-    return 202, {"state": actions.controller.get_state()}
-
-
-MAX_PURGE = 500.0  # mm, as the purge length setting
+MAX_PURGE = settings_schema.FIELDS["change_purge_length"].maximum  # mm
 
 
 def _purge(actions, data, source):
@@ -140,13 +139,13 @@ COMMANDS: dict[str, Command] = {
         Command(
             "pause", "pause prints", CONTROL, ("reason", "source"),
             "pause the print now: hold, park, keep the state; reason and source are free text",
-            {202: "pausing", 409: "not printing, already paused, or an SD print", **_COMMON}, _pause,
+            {202: "pausing", 409: "not printing, already paused, or an SD print", **_COMMON}, _pausing("pause"),
         ),
         Command(
             "change_filament", "pause prints", CONTROL, ("reason", "source"),
             "a filament change now: hold, park at the change position, unload; then purge, resume",
             {202: "pausing for the change", 409: "not printing, already paused, or an SD print", **_COMMON},
-            _change_filament,
+            _pausing("change_filament"),
         ),
         Command(
             "purge", "pause prints", CONTROL, ("length",),

@@ -578,14 +578,19 @@ class PauseController:
             return []
         return lines
 
-    def _change_lines(self, token: PauseToken, values, profile, length: float | None, load: bool) -> list:
-        """Load (the first time) and purge `length` mm at the change position (None: the setting)."""
-        change = change_settings(values, profile)
-        lines = filament.load_lines(change) if load and not token.loaded else []
-        length = change.purge_length if length is None else length
+    @staticmethod
+    def _change_lines(token: PauseToken, change, length: float) -> list:
+        """Load (the first time) and purge `length` mm at the change position."""
+        lines = [] if token.loaded else filament.load_lines(change)
         if length > 0:
             lines += filament.purge_lines(length, change)
         return lines
+
+    def _needs_heat(self, token: PauseToken) -> bool:
+        """The hotend must be heated (and waited for) before anything extrudes: the heater policy switched
+        it off, or someone changed the temperatures during the hold."""
+        heaters_off = bool(token.heaters and token.heaters.heaters_off)
+        return heaters_off or needs_reheat(token.state, self._port.temperatures())
 
     def _do_purge(self, token: PauseToken, length: float | None) -> None:
         if token is not self._token or self._state != PAUSED:
@@ -594,9 +599,11 @@ class PauseController:
             return
         values, profile, settings = self._current_settings(token)
         volume = Volume.from_profile(profile)
-        lines = self._change_lines(token, values, profile, length, load=True)
+        change = change_settings(values, profile)
+        length = change.purge_length if length is None else length
+        lines = self._change_lines(token, change, length)
         heaters_off = bool(token.heaters and token.heaters.heaters_off)
-        if heaters_off or needs_reheat(token.state, self._port.temperatures()):
+        if self._needs_heat(token):
             lines = reheat(token.state, wait=True, flavour=token.plan.flavour) + lines
         refused = check_pause(token.state, token.plan, volume, lines).user
         with self._lock:
@@ -614,7 +621,7 @@ class PauseController:
         with self._lock:
             token.loaded = True
             token.change = filament.LOADED
-            token.purged += change_settings(values, profile).purge_length if length is None else length
+            token.purged += length
         if heaters_off:
             token.heaters = HeaterClock(held_at=time.time())  # hot again: the policy starts over
         self._emit("filament_change", self._change_payload(token))
@@ -771,13 +778,13 @@ class PauseController:
         except TemplateError as error:
             script = []
             warnings.append(f"OctoPrint's beforePrintResumed script skipped: {error}")
-        heaters_off = bool(token.heaters and token.heaters.heaters_off)
-        wait = heaters_off or needs_reheat(token.state, self._port.temperatures())
+        wait = self._needs_heat(token)
 
         if token.change is not None:
             # a change: load unless loaded, purge unless purged, and pull back what the return restores
-            change = self._change_lines(token, values, profile, None if not token.purged else 0, load=True)
-            script = change + filament.ready_lines(token.state, token.plan, settings) + script
+            change = change_settings(values, profile)
+            missing = self._change_lines(token, change, 0 if token.purged else change.purge_length)
+            script = missing + filament.ready_lines(token.state, token.plan, settings) + script
 
         def check(lines):
             return check_resume(token.state, token.plan, volume, settings, wait_for_heat=wait, at_park=lines)
