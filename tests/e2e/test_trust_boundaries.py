@@ -33,6 +33,12 @@ BOMBS = {
 }
 
 
+# A template rendered on a web or controller thread would stall the server for at least the worker's
+# deadline (2 s); the slowest answer must stay well below it. Not a speed goal: the suite's other
+# workers share the 2 cores, and a single answer took 1.01 s once under that load.
+BLOCKED_AFTER = 1.5  # s
+
+
 class Responsiveness:
     """Polls GET /api/version from another thread; `worst` is the slowest answer seen."""
 
@@ -79,7 +85,7 @@ def test_template_bombs_are_refused_quickly_and_the_server_stays_responsive(sp_s
             assert status == 200
             stored = sp_server.api("GET", "/api/settings")[1]["plugins"]["safepause"]["pause_template"]
             assert stored == before, template
-    assert poll.failures == [] and poll.worst < 1.0, (poll.failures, poll.worst)
+    assert poll.failures == [] and poll.worst < BLOCKED_AFTER, (poll.failures, poll.worst)
     # a sane template is still accepted and shown
     status, body = settings_command(sp_server, "preview", {"pause_template": "M117 paused at {{ state.z }}"})
     assert status == 200 and body["errors"] == {} and body["pause"][-1].startswith("M117 paused at ")
@@ -188,7 +194,7 @@ def test_a_looping_template_written_into_config_yaml_still_parks_and_cancels(sp_
             assert sp_server.command("cancel")[0] == 202
             sp_server.wait_sp("idle", timeout=15)
             sp_server.sb.wait_state("Operational", timeout=15)
-        assert poll.failures == [] and poll.worst < 1.0, (poll.failures, poll.worst)
+        assert poll.failures == [] and poll.worst < BLOCKED_AFTER, (poll.failures, poll.worst)
     finally:
         sp_server.sb.stop()
         data["plugins"]["safepause"].pop("pause_template", None)
