@@ -15,6 +15,8 @@ from .core import commands, settings_page, settings_schema, status
 from .core.controller import PauseController
 from .core.firmware import choose_flavour, flavour_from_firmware_name
 from .core.recovery.service import RecoveryRefused, RecoveryService
+from .core.schedule import StopRefused
+from .core.scheduler import Scheduler
 from .core.template_runner import TemplateRunner
 
 RECOVERY_EVENTS = frozenset(
@@ -58,6 +60,7 @@ class SafePausePlugin(
         self._detected_flavour = None
         self.port = None
         self.recovery = None
+        self.scheduler = None
         # Built before OctoPrint injects anything, so that its bound `on_queuing` can be registered
         # as the hook itself (no extra call layer per line); it gets its port in initialize().
         self.controller = PauseController(port=None)
@@ -92,6 +95,7 @@ class SafePausePlugin(
             logger=self._logger,
             recovery=self.recovery,
         )
+        self.scheduler = Scheduler(self.port, self.controller, self.recovery.layers_of, logger=self._logger)
         self.controller.hold_timeout = self._hold_timeout()
         self.controller.start()
 
@@ -280,6 +284,7 @@ class SafePausePlugin(
             "resumed",
             "cancelled",
             "filament_change",
+            "stop_reached",
             "recovery_available",
             "recovered",
             "recovery_discarded",
@@ -291,14 +296,21 @@ class SafePausePlugin(
         if event in FORWARDED_EVENTS and self.controller is not None:
             self.controller.on_printer_event(event, payload)
         if event in RECOVERY_EVENTS and self.recovery is not None:
-            self.recovery.on_event(event, payload)
+            self.recovery.on_event(event, payload)  # first: it starts the index the schedule waits for
+        if event in RECOVERY_EVENTS and self.scheduler is not None:
+            self.scheduler.on_event(event, payload)
 
     # ~~ helpers for other plugins: they only enqueue, never block, never raise for a wrong state
 
     @property
     def _actions(self):
         """What the command table acts on (commands.run)."""
-        return SimpleNamespace(controller=self.controller, recovery=self.recovery, check_settings=self._checked_settings)
+        return SimpleNamespace(
+            controller=self.controller,
+            recovery=self.recovery,
+            scheduler=self.scheduler,
+            check_settings=self._checked_settings,
+        )
 
     def _helper(self, name, **params):
         status, body = commands.run(self._actions, name, params)
@@ -318,6 +330,26 @@ class SafePausePlugin(
 
     def helper_cancel(self):
         return self._helper("cancel")
+
+    def helper_schedule(self, at, action="pause", gcode=None, message=None, path=None):
+        """A scheduled stop (docs/scheduled-stops.md): the stop as the status shows it, or None."""
+        status, body = commands.run(
+            self._actions, "schedule", {"at": at, "action": action, "gcode": gcode, "message": message, "path": path}
+        )
+        if status >= 300:
+            self._logger.info("SafePause helper schedule refused: %s", body.get("error"))
+            return None
+        return body["stop"]
+
+    def helper_unschedule(self, stop_id, path=None):
+        return self._helper("unschedule", id=stop_id, path=path)
+
+    def helper_get_stops(self, path=None):
+        try:
+            return self.scheduler.stops(path)
+        except (StopRefused, ValueError) as refused:
+            self._logger.info("SafePause helper get_stops refused: %s", refused)
+            return None
 
     def helper_get_state(self):
         return self.controller.get_state()
@@ -351,6 +383,16 @@ class SafePausePlugin(
         choices, error = commands.recovery_query(request.args)
         if error:
             return flask.make_response(flask.jsonify(error=error), 400)
+        if "schedule" in request.args:
+            # a file's layers and stops, for the "Pause at height..." dialog (may start an index build)
+            if not self._can(commands.CONTROL):
+                return self._forbidden("you are not allowed to schedule pauses")
+            try:
+                state["schedule"] = self.scheduler.file_schedule(request.args.get("schedule"))
+            except ValueError as refused:
+                return flask.make_response(flask.jsonify(error=str(refused)), 400)
+            except StopRefused as refused:
+                return flask.make_response(flask.jsonify(error=str(refused)), refused.status)
         try:
             if "path" in choices and self.recovery is not None:
                 # a local file from a height: its layers and, with z, the prelude (this may start an
@@ -424,6 +466,7 @@ class SafePausePlugin(
                 "js/safepause_sidebar.js",
                 "js/safepause_recovery.js",
                 "js/safepause_height.js",
+                "js/safepause_schedule.js",
                 "js/safepause_native.js",
                 "js/safepause_settings.js",
             ],
@@ -468,6 +511,9 @@ def __plugin_load__():
         "resume": plugin.helper_resume,
         "cancel": plugin.helper_cancel,
         "get_state": plugin.helper_get_state,
+        "schedule": plugin.helper_schedule,
+        "unschedule": plugin.helper_unschedule,
+        "get_stops": plugin.helper_get_stops,
         "get_recovery": plugin.helper_get_recovery,
         "recover": plugin.helper_recover,
         "discard": plugin.helper_discard,

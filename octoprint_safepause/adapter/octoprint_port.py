@@ -219,7 +219,26 @@ class OctoPrintPort:
     def script(self, name):
         return (self._load_script(name) if self._load_script else None) or ""
 
+    def time_left(self):
+        try:
+            left = ((self._raw.get_current_data() or {}).get("progress") or {}).get("printTimeLeft")
+        except Exception:
+            return None
+        return float(left) if isinstance(left, (int, float)) and left >= 0 else None
 
+    def file_stops(self, path):
+        metadata = self._files.get_metadata("local", path) or {}
+        stops = metadata.get(STOPS_METADATA_KEY)
+        return stops if isinstance(stops, list) else []
+
+    def save_file_stops(self, path, stops):
+        if stops:
+            self._files.set_additional_metadata("local", path, STOPS_METADATA_KEY, list(stops), overwrite=True)
+        else:
+            self._files.remove_additional_metadata("local", path, STOPS_METADATA_KEY)
+
+
+STOPS_METADATA_KEY = "safepause_stops"  # a file's scheduled stops, in OctoPrint's .metadata.json
 # what OctoPrint's plugin proxy adds to a call of ours (MachineCom then logs "on behalf of plugin")
 PLUGIN_TAGS = frozenset(["source:plugin", "plugin:safepause"])
 DEFAULT_PAUSING_COMMANDS = frozenset(["M0", "M1", "M25"])  # OctoPrint's serial.pausingCommands default

@@ -14,6 +14,8 @@ from typing import Any, Callable
 from . import settings_schema
 from .controller import Refused
 from .recovery.service import RecoveryRefused
+from .schedule import StopRefused
+from .scheduler import Analysing
 
 # Who may run a command. CONTROL: OctoPrint's PRINT or the plugin's own "Safe pause control";
 # SETTINGS: OctoPrint's SETTINGS. G-code the user typed also needs OctoPrint's own CONTROL (`own_gcode`).
@@ -89,6 +91,16 @@ def _cancel(actions, data, source):
     return 202, {"state": actions.controller.get_state()}
 
 
+def _schedule(actions, data, source):
+    body = actions.scheduler.schedule(data)
+    return 200, dict(body, state=actions.controller.get_state())
+
+
+def _unschedule(actions, data, source):
+    body = actions.scheduler.unschedule(data.get("id"), data.get("path"))
+    return 200, dict(body, state=actions.controller.get_state())
+
+
 def _recover(actions, data, source):
     if actions.recovery is None:
         return 409, {"error": "recovery is not available"}
@@ -162,6 +174,21 @@ COMMANDS: dict[str, Command] = {
             {202: "cancelling", 409: "no pause to cancel", **_COMMON}, _cancel,
         ),
         Command(
+            "schedule", "schedule pauses", CONTROL, ("at", "action", "gcode", "message", "path"),
+            "a stop before a layer: at {z: mm} | {layer: n} | {next_layer: true} | {every: n}; action "
+            "pause | filament_change | gcode (with gcode: lines); message: shown when it is reached; path: "
+            "kept with that file (else the running print only)",
+            {200: "scheduled: the stop, its layer, Z and file position", 404: "no such local file",
+             409: "not printing, already past, or the file's layers are still being read", **_COMMON},
+            _schedule, own_gcode=("gcode",), strict=True,
+        ),
+        Command(
+            "unschedule", "schedule pauses", CONTROL, ("id", "path"),
+            "remove a scheduled stop (from the running print, and from its file if it is the file's; "
+            "path: from that file)",
+            {200: "removed", 404: "no such stop", **_COMMON}, _unschedule, strict=True,
+        ),
+        Command(
             "recover", "recover prints", CONTROL, ("position_kept", "power_lost", "start", "prelude", "path", "z"),
             "continue a print that died: power_lost true|false, position_kept true|false, "
             "start position|layer, prelude: your own lines; or any local file from a height: path, z (mm)",
@@ -215,6 +242,11 @@ def run(actions, name: str, data: Any, source: str | None = None) -> tuple[int, 
         return 409, {"error": f"cannot {name}: {refused}", "state": actions.controller.get_state()}
     except RecoveryRefused as refused:
         return refused.status, {"error": f"cannot {name}: {refused}"}
+    except StopRefused as refused:
+        body = {"error": f"cannot {name}: {refused}"}
+        if isinstance(refused, Analysing):
+            body["analysing"] = True
+        return refused.status, body
 
 
 def refusal(name: str, data: Any, can: Callable[[str], bool]) -> str | None:

@@ -26,7 +26,8 @@ from .gcode.follower import FileFollower
 from .gcode.state import PRUSA
 from .heater_clock import HeaterClock
 from .port import JobInfo, PrinterPort
-from .safety import check_pause, check_resume
+from .safety import SafetyCheck, check_pause, check_resume, left_as_found
+from .schedule import MOVES, Schedule, Stop, StopRefused
 from .sequences import (
     MotionSettings,
     PausePlan,
@@ -47,6 +48,7 @@ TAG_PAUSE = "safepause:pause"
 TAG_RESUME = "safepause:resume"
 TAG_RESEND = "safepause:resend"
 TAG_CANCEL = "safepause:cancel"
+TAG_STOP = "safepause:stop"  # the G-code of a scheduled stop
 OWN_TAG_PREFIX = "safepause:"
 
 # Non-file commands that change what the tracker knows: the tracker's own list (any flavour), named by
@@ -97,6 +99,9 @@ class PauseToken:
     change: str | None = None  # a filament change: its step (unloading, unloaded, purging, loaded)
     loaded: bool = False  # the new filament was pushed in (load_length)
     purged: float = 0.0  # mm purged at the change position so far
+    stops: list = field(default_factory=list)  # the scheduled stops reached at this line
+    inject: tuple = ()  # their G-code, sent at the layer start before anything else
+    hold_only: bool = False  # G-code stops only: no pause, the print goes on after it
 
 
 class PauseController:
@@ -110,7 +115,6 @@ class PauseController:
         hold_timeout: float = 2.0,
         templates: TemplateRunner | None = None,
     ):
-        self.bind(port, emit, settings, flavour, logger)
         self.hold_timeout = hold_timeout
         # Users' templates render in a worker process, bounded in time: never on this thread.
         self.templates = templates or TemplateRunner()
@@ -133,12 +137,18 @@ class PauseController:
         # pause commands, as OctoPrint passes them to the hook (None: a host command such as @pause).
         self._take_over = True
         self._file_pauses: frozenset = frozenset()
+        # The running print's scheduled stops: the hook looks for the tag OctoPrint gives the next one's
+        # line (filepos:<its end>) among the file's moves only (_file_watch), nothing while none is set.
+        self._schedule: Schedule | None = None
+        self._stop_tag: str | None = None
+        self._file_watch: frozenset = frozenset()
         # OctoPrint is in a pause SafePause made (Paused, or Resuming until its marker passed the hold):
         # its own pause lines and pause scripts arriving now belong to that pause and are dropped.
         self._in_octoprint_pause = False
 
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self.bind(port, emit, settings, flavour, logger)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -166,6 +176,15 @@ class PauseController:
         if values.get("filament_change", "host") == "host":
             codes |= CHANGE_COMMANDS
         self._file_pauses = codes
+        with self._lock:
+            self._aim()
+
+    def _aim(self) -> None:
+        """Point the hook at the next scheduled stop's line (under self._lock): the tag first, then the
+        moves added to the G-codes the hook looks at."""
+        target = self._schedule.target() if self._schedule is not None else None
+        self._stop_tag = None if target is None else f"filepos:{target}"
+        self._file_watch = self._file_pauses | MOVES if target is not None else self._file_pauses
 
     def start(self) -> None:
         if self._thread is None:
@@ -196,7 +215,7 @@ class PauseController:
                 return None
             if "source:file" in tags:
                 # the idle cost for a file line: one set lookup (OctoPrint parsed `gcode` already)
-                return self._file_pause(cmd, gcode, tags) if gcode in self._file_pauses else None
+                return self._file_line(cmd, cmd_type, gcode, tags) if gcode in self._file_watch else None
             if not NATIVE_PAUSE_TAGS.isdisjoint(tags) or "source:script" in tags:
                 dropped = self._octoprint_pause_line(cmd, tags)
                 if dropped is not None:
@@ -223,6 +242,40 @@ class PauseController:
                 self._hold_pending = not self._port.try_hold()
                 self._requests.put_nowait(("held", token))
         return (None,)
+
+    def _file_line(self, cmd, cmd_type, gcode, tags):
+        """A file line the hook looks at: a scheduled stop's (by its position) or a pause command."""
+        tag = self._stop_tag
+        if tag is not None and tag in tags and TAG_RESEND not in tags:
+            return self._stop_reached(cmd, cmd_type, tags, tag)
+        if gcode in self._file_pauses:
+            return self._file_pause(cmd, gcode, tags)
+        return None
+
+    def _stop_reached(self, cmd, cmd_type, tags, tag):
+        """The first deposit line of a scheduled stop's layer is being queued: hold it back and pause (or
+        send the stop's G-code) before it. From the hook, inside OctoPrint's job lock."""
+        try:
+            job = self._port.job()
+        except Exception:
+            job = None
+        with self._lock:
+            schedule = self._schedule
+            if schedule is None or tag != self._stop_tag or job is None or job.path != schedule.path:
+                return None
+            due = schedule.reached(int(tag[8:]))
+            self._aim()
+        if not due:
+            return None
+        change = any(stop.action == "filament_change" for stop in due)
+        pause = change or any(stop.action == "pause" for stop in due)
+        inject = tuple(line for stop in due if stop.action == "gcode" for line in stop.gcode)
+        reason = "; ".join(stop.message for stop in due if stop.message) or "scheduled " + due[0].describe()
+        started = self._start_pause(
+            reason, "schedule", ("printing", "starting"), log_refusal=f"the scheduled {due[0].describe()}",
+            change=change, saved=(cmd, cmd_type, set(tags)), stops=due, inject=inject, hold_only=not pause,
+        )
+        return (None,) if started else None
 
     def _file_pause(self, cmd, gcode, tags):
         """M0 / M1 / M25 / @pause in the print file: a SafePause pause at exactly this line. The command
@@ -267,16 +320,26 @@ class PauseController:
             return None
         return (None,)
 
-    def _start_pause(self, reason, source, printer_states, log_refusal, change=False) -> bool:
+    def _start_pause(
+        self, reason, source, printer_states, log_refusal, change=False, saved=None, stops=(), inject=(),
+        hold_only=False,
+    ) -> bool:
         """From the hook (a comm thread, inside the job lock): a pause that holds at once, at this line.
-        False when it does not fit: the source then gets OctoPrint's own pause, and the status says so."""
+        False when it does not fit: the source then gets OctoPrint's own pause, and the status says so.
+        `saved`: the line itself, held back and sent on resume (a scheduled stop's)."""
         try:
             token = self._arm(reason, source, printer_states, change)
         except Refused as refused:
-            message = f"{log_refusal}: OctoPrint pauses on its own ({refused})"
+            if stops:
+                message = f"{log_refusal} did not happen: {refused}"
+            else:
+                message = f"{log_refusal}: OctoPrint pauses on its own ({refused})"
             self._log.warning("SafePause: %s", message)
             self._last_error = message
             return False
+        token.stops, token.inject, token.hold_only = list(stops), tuple(inject), hold_only
+        if saved is not None:
+            token.saved.append(saved)  # before the controller can read it: the state ends before this line
         with self._lock:
             self._holding = True
             self._hold_pending = not self._port.try_hold()
@@ -386,9 +449,11 @@ class PauseController:
 
     def get_state(self) -> dict:
         """The one status (status.KEYS): what REST, the helpers, the sidebar and the events show."""
+        stops = self.stops()
         with self._lock:
             token = self._token if self._state != IDLE else None
             data = status.idle(self._since, self._holding, self._last_error)
+            data["stops"] = stops
             data["state"] = self._state
             if token is not None:
                 data.update(self._token_status(token))
@@ -513,6 +578,14 @@ class PauseController:
         values, profile, settings = self._current_settings(token)
         volume = Volume.from_profile(profile)
         token.state = self._state_at(token)
+        for stop in token.stops:
+            self._emit("stop_reached", self._stop_payload(token, stop))
+        if token.inject:
+            self._inject(token, volume)
+        if token.hold_only:
+            self._go_on(token)
+            self._replay_deferred()
+            return
         # On disk before anything moves: if OctoPrint stops or is killed during the hold, the recovery
         # continues from the held line (nothing runs at a SIGKILL, so not at shutdown only).
         self._correct_recovery(token)
@@ -548,6 +621,110 @@ class PauseController:
             for warning in token.plan.warnings + token.warnings:
                 self._log.warning("SafePause: %s", warning)
         self._replay_deferred()
+
+    def _inject(self, token: PauseToken, volume: Volume) -> None:
+        """A scheduled stop's G-code, at the layer start: checked against the state there (the one safety
+        check, and it must leave the printer as it found it), else skipped with a warning."""
+        state = token.state
+        check = SafetyCheck(volume, state, flavour=state.flavour)
+        feedrate = check.state.f  # the check's own start (it knows no feedrate): only a change counts
+        problems = check.check(list(token.inject), user=True)
+        problem = str(problems[0]) if problems else left_as_found(state, check.state)
+        if problem:
+            token.warnings.append(f"the scheduled stop's G-code was not sent, refused by the safety check: {problem}")
+            self._log.warning("SafePause: %s", token.warnings[-1])
+            return
+        lines = list(token.inject)
+        if state.f is not None and check.state.f != feedrate:
+            lines.append(f"G1 F{state.f:g}")  # the file's next move may carry no feedrate of its own
+        try:
+            self._send(lines, TAG_STOP)
+        except RuntimeError as error:
+            token.warnings.append(f"the scheduled stop's G-code was not sent: {error}")
+            return
+        for line in lines:  # the shadow knows them (a temperature set for the layers above)
+            self._shadow.note(token.filepos, line)
+        self._log.info("SafePause sent the scheduled G-code at layer start: %s", ", ".join(lines))
+
+    def _go_on(self, token: PauseToken) -> None:
+        """The end of a hold that paused nothing (G-code stops): the held line, then the file."""
+        with self._lock:
+            self._armed = False
+            saved, token.saved = list(token.saved), []
+        try:
+            for cmd, _cmd_type, tags in saved:
+                self._port.send([cmd], set(tags) | {TAG_RESEND})
+        except RuntimeError as error:
+            self._connection_lost(token, error)
+            return
+        finally:
+            self._release_hold()
+        self._finish(token.warnings[-1] if token.warnings else None)
+
+    def _stop_payload(self, token: PauseToken, stop: Stop) -> dict:
+        return {"stop": stop.public(), "message": stop.message, "action": stop.action, "file": token.job.path}
+
+    # ------------------------------------------------------------------ scheduled stops (any thread)
+
+    def set_schedule(self, schedule: Schedule | None) -> None:
+        """The running print's stops (None: no print, or its layers are not known yet)."""
+        with self._lock:
+            self._schedule = schedule
+            self._aim()
+
+    def schedule_path(self) -> str | None:
+        """The file of the running print's schedule, or None."""
+        schedule = self._schedule
+        return schedule.path if schedule is not None else None
+
+    def schedule_stop(self, stop: Stop) -> Stop:
+        """Add a stop to the running print (StopRefused: none with known layers, or it is past)."""
+        with self._lock:
+            schedule = self._schedule
+            if schedule is None:
+                raise StopRefused("no print with known layers is running")
+            resolved = schedule.add(stop, self._port.file_position())
+            self._aim()
+            # OctoPrint may have read the line meanwhile, before the hook knew its tag
+            now = self._port.file_position()
+            if now is not None and resolved.end <= now:
+                schedule.remove(resolved.id)
+                self._aim()
+                raise StopRefused(f"layer {resolved.layer.number} started while the stop was being set")
+            return resolved
+
+    def unschedule_stop(self, stop_id: str) -> Stop | None:
+        with self._lock:
+            schedule = self._schedule
+            removed = schedule.remove(stop_id) if schedule is not None else None
+            self._aim()
+            return removed
+
+    def stops(self) -> list:
+        """The running print's stops still ahead, as the status shows them."""
+        schedule = self._schedule
+        if schedule is None or not schedule.stops:
+            return []
+        try:  # outside the lock: OctoPrint's own locks
+            read_pos, time_left = self._port.file_position(), self._port.time_left()
+            job = self._port.job()
+        except Exception:
+            read_pos = time_left = job = None
+        with self._lock:
+            return schedule.public(read_pos, time_left, job.size if job else None)
+
+    def _skip_passed_stops(self, read_pos: int | None) -> None:
+        """Stops whose line went out without the hook firing (another pause held exactly that line and
+        sent it again on resume): moved on (every N) or gone."""
+        if read_pos is None or self._schedule is None:
+            return
+        with self._lock:
+            schedule = self._schedule
+            passed = schedule.skip_passed(read_pos) if schedule is not None else []
+            if passed:
+                self._aim()
+        for stop in passed:
+            self._log.info("SafePause: the print went past the scheduled %s during another pause", stop.describe())
 
     def _parked(self, token: PauseToken) -> None:
         if token is not self._token or self._state != PAUSING:
@@ -1018,6 +1195,7 @@ class PauseController:
         pos = self._port.file_position()
         if pos is None or pos < 1:
             return
+        self._skip_passed_stops(pos)
         # One byte short: the line ending at pos may be inside the hook right now and get suppressed
         # by a pause; the shadow must never contain a line that is still to be sent.
         self._advance_shadow(job, pos - 1)

@@ -98,5 +98,14 @@ class PrinterPort(Protocol):
         own "start" does (its beforePrintStarted script, events). Returns the state right after, e.g.
         "starting" or "printing"; RuntimeError when OctoPrint could not select the file."""
 
+    def time_left(self) -> float | None:
+        """OctoPrint's estimate of the running print's time left, in seconds, or None."""
+
+    def file_stops(self, path: str) -> list:
+        """The scheduled stops kept in a local file's metadata ([] when none)."""
+
+    def save_file_stops(self, path: str, stops: list) -> None:
+        """Keep `stops` in a local file's metadata (an empty list removes them)."""
+
     def script(self, name: str) -> str:
         """The text of one of the user's OctoPrint G-code scripts, e.g. "beforePrintStarted"."""

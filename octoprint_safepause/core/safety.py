@@ -115,6 +115,11 @@ class SafetyCheck:
         self.max_z = max_z
         self._home = _machine(start)  # where the print itself stood: always reachable
 
+    @property
+    def state(self):
+        """Where the lines checked (and committed) so far leave the printer."""
+        return self._tracker.state
+
     def check(self, lines, *, user: bool = False, commit: bool = True) -> list[Problem]:
         """The problems of `lines`, in order (empty: all pass). With `commit`, the state moves past
         the lines only when all pass. `user`: the user's own lines inside SafePause's sequence."""
@@ -193,6 +198,35 @@ class SafetyCheck:
         if v.circular and x is not None and y is not None and not v.contains(x, y):
             return f"moves outside the round bed (X{_num(x)} Y{_num(y)})"
         return None
+
+
+_KEPT = (
+    ("relative_xyz", "the X/Y/Z mode (G90/G91)"),
+    ("relative_e", "the extruder mode (M82/M83)"),
+    ("units", "the units (G20/G21)"),
+    ("tool", "the active tool"),
+    ("fw_retracted", "the firmware retraction (G10/G11)"),
+)
+
+
+def left_as_found(before, after) -> str | None:
+    """Why lines sent in the middle of a print (a scheduled stop's G-code) leave the printer other than
+    they found it, or None: the file's next line assumes the position, the modes, the tool and the
+    filament where they were. The feedrate is put back by whoever sends them."""
+    for name, label in _KEPT:
+        if getattr(before, name) != getattr(after, name):
+            return f"changes {label}: set it back at the end"
+    for axis in ("x", "y", "z"):
+        was, now = getattr(before, axis), getattr(after, axis)
+        if was is not None and (now is None or abs(now - was) > 1e-4):
+            return f"leaves the head away from where it was ({axis.upper()}{_num(was)}): move it back at the end"
+    if _frame(before) != _frame(after):
+        return "changes the coordinate frame (G92, offsets)"
+    if abs(before.retracted - after.retracted) > 1e-4 or (
+        before.relative_e is False and before.e is not None and (after.e is None or abs(after.e - before.e) > 1e-4)
+    ):
+        return "leaves the filament pushed or pulled: extrude back what you retract"
+    return None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ KEYS = {
     "heaters_off": "the long-hold heater policy switched heaters off",
     "heater_action_in": "seconds until the heater policy acts next, or null",
     "change": "a filament change: {step: unloading, unloaded, purging or loaded, purged: mm}; null for a pause",
+    "stops": "the running print's scheduled stops still ahead, in file order (docs/scheduled-stops.md)",
 }
 
 # The part the sidebar gets twice a second: everything but the full snapshot.
@@ -37,7 +38,7 @@ def idle(since: float, holding: bool = False, error: str | None = None) -> dict:
     """The status when no pause is live."""
     status = dict.fromkeys(KEYS)
     status.update(state="idle", since=since, holding=holding, error=error, warnings=[])
-    status.update(heaters_off=False)
+    status.update(heaters_off=False, stops=[])
     return status
 
 

@@ -140,3 +140,14 @@ class FakePort:
 
     def wait_for_reader(self, timeout):
         return True  # FakeComm reads and hooks a line in one call on the caller's thread
+
+    def time_left(self):
+        return None
+
+    def file_stops(self, path):
+        return list(getattr(self, "stored_stops", {}).get(path, []))
+
+    def save_file_stops(self, path, stops):
+        if not hasattr(self, "stored_stops"):
+            self.stored_stops = {}
+        self.stored_stops[path] = list(stops)

@@ -65,6 +65,7 @@ class IndexStore:
         self._log = logger
         self._lock = threading.Lock()
         self._building: set = set()
+        self._waiters: dict = {}  # index path -> callbacks for when its build ends
         self._processes: set = set()
         self._cancel = threading.Event()
         self._analyses: dict = {}  # key -> (at_pos, at_layer): the read and the delivered position
@@ -86,10 +87,15 @@ class IndexStore:
     def build(
         self, disk: str, fp: dict, flavour: str, tools: int, done: Callable[[], None] | None = None
     ) -> None:
-        """Build the index in the background unless it exists or is being built."""
+        """Build the index in the background unless it exists or is being built; `done()` once that
+        build ended (not called when the index exists already)."""
         target = self.path(disk, fp, flavour, tools)
         with self._lock:
-            if target.exists() or str(target) in self._building:
+            if target.exists():
+                return
+            if done is not None:
+                self._waiters.setdefault(str(target), []).append(done)
+            if str(target) in self._building:
                 return
             self._building.add(str(target))
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -108,8 +114,7 @@ class IndexStore:
                 )
             except OSError as error:
                 self._log.warning("SafePause: index of %s not built: %s", disk, error)
-                with self._lock:
-                    self._building.discard(str(target))
+                self._ended(target)
                 return
             with self._lock:
                 self._processes.add(process)
@@ -121,11 +126,29 @@ class IndexStore:
             finally:
                 with self._lock:
                     self._processes.discard(process)
-                    self._building.discard(str(target))
-                if done is not None:
-                    done()
+                self._ended(target)
 
         self._spawn(work, "safepause-index")
+
+    def _ended(self, target: Path) -> None:
+        with self._lock:
+            self._building.discard(str(target))
+            waiters = self._waiters.pop(str(target), [])
+        for done in waiters:
+            try:
+                done()
+            except Exception:
+                self._log.exception("SafePause: after the index build")
+
+    def layers(self, disk: str, fp: dict, flavour: str, tools: int, done: Callable[[], None] | None = None):
+        """The file's layers from its complete index ((z, pos, offset) triples), or None while the index is
+        being built (started now if need be; `done()` when it ends)."""
+        index = self.path(disk, fp, flavour, tools)
+        info = fastscan.index_info(index, disk, flavour, tools=tools)
+        if not (info.valid and info.complete):
+            self.build(disk, fp, flavour, tools, done)
+            info = fastscan.index_info(index, disk, flavour, tools=tools)  # (done already by a synchronous spawn)
+        return info.layers if info.valid and info.complete else None
 
     def _prune(self, keep: Path) -> None:
         try:

@@ -524,6 +524,11 @@ class RecoveryService:
         )  # fmt: skip
         return {"active": False, "start": at_next[0].end_offset, "layer_z": following[0], "prelude": lines}
 
+    def layers_of(self, disk: str, done: Callable[[], None] | None = None):
+        """A file's layers ((z, pos, offset) from where it extrudes) for the flavour and tools the shadow
+        uses, or None while its index is being built (`done()` once it is)."""
+        return self._indexes.layers(disk, self._fingerprint(disk), self._flavour(), self._tools(), done)
+
     # ------------------------------------------------------------------ any file, from a height
 
     def from_height(
