@@ -8,6 +8,8 @@ Variants, measured interleaved in one run (best of N):
   none       no queuing hook at all
   noop       one hook that returns None (the floor for any plugin that registers this hook)
   safepause  SafePause's hook, idle (no pause armed): the cost of having the plugin installed
+  scheduled  the same with a scheduled stop ahead (its line never comes): the moves of the file are
+             looked at for the stop's filepos tag
   tracking   for comparison: a hook that feeds every line to the state tracker (the design avoided)
 
 The goal from the issue: SafePause's added cost at most 1.5x the no-op hook's added cost.
@@ -78,7 +80,8 @@ def setup_octoprint(basedir: str):
     if missing:
         sys.exit(f"plugins not loaded: {missing} (is OctoPrint-SafePause installed in this venv?)")
     comm = MachineCom("VIRTUAL", 115200, MachineComPrintCallback(), PrinterProfileManager())
-    return comm, hooks
+    controller = pm.get_plugin_info("safepause").implementation.controller
+    return comm, hooks, controller
 
 
 def measure(comm, hook_map, lines, repeats):
@@ -108,11 +111,16 @@ def main():
     from octoprint_safepause.core.gcode import StateTracker
 
     with tempfile.TemporaryDirectory(prefix="safepause-bench-") as basedir:
-        comm, hooks = setup_octoprint(basedir)
+        comm, hooks, controller = setup_octoprint(basedir)
         lines = corpus_lines(Path(args.gcode))
         tracker = StateTracker()
         wrapped_noop = hooks["bench_noop"]
         from octoprint.util import time_this
+
+        from octoprint_safepause.core.schedule import Schedule, Stop
+
+        # a stop whose line never comes: every move is looked at, none matches
+        ahead = Schedule("bench.gcode", "bench.gcode", (), stops=[Stop("bench", "layer", 1, end=-1)])
 
         def tracking(comm, phase, cmd, cmd_type, gcode, *a, **k):
             tracker.feed(cmd)
@@ -121,12 +129,15 @@ def main():
             "none": {},
             "noop": {"bench_noop": wrapped_noop},
             "safepause": {"safepause": hooks["safepause"]},
+            "scheduled": {"safepause": hooks["safepause"]},
             "tracking": {"tracking": time_this(logtarget="bench", expand_logtarget=True)(tracking)},
         }
         totals = {name: float("inf") for name in variants}
         for _ in range(args.repeats):  # interleaved rounds, so drift hits every variant alike
             for name, hook_map in variants.items():
+                controller.set_schedule(ahead if name == "scheduled" else None)
                 totals[name] = min(totals[name], measure(comm, hook_map, lines, 1))
+            controller.set_schedule(None)
 
     n = len(lines)
     per = {name: total / n * 1e6 for name, total in totals.items()}
@@ -137,6 +148,8 @@ def main():
         print(f"{name:<10} {per[name]:8.3f} {added[name]:14.3f}")
     ratio = added["safepause"] / added["noop"] if added["noop"] > 0 else float("nan")
     print(f"safepause added cost / no-op hook added cost: {ratio:.2f}x (goal <= 1.5x)")
+    scheduled = added["scheduled"] / added["noop"] if added["noop"] > 0 else float("nan")
+    print(f"with a stop scheduled: {scheduled:.2f}x")
     print(f"tracking-per-line added cost / no-op: {added['tracking'] / added['noop']:.2f}x")
 
 
