@@ -3,6 +3,8 @@ exact line (against the fake comm, whose position counting and tags are OctoPrin
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from octoprint_safepause.core.controller import IDLE, PAUSED, TAG_RESEND, TAG_STOP
@@ -225,3 +227,63 @@ def test_without_stops_the_hook_looks_at_pause_commands_only(make, tmp_path):
     assert {"G0", "G1"} <= controller._file_watch
     controller.set_schedule(None)
     assert "G1" not in controller._file_watch and controller._stop_tag is None
+
+
+# ------------------------------------------------------------------ every corpus file, end to end
+
+
+@pytest.mark.parametrize("path,flavour", corpus_files(), ids=lambda v: getattr(v, "name", v))
+def test_on_every_corpus_file_stops_hold_exactly_their_layers_first_line(path, flavour, tmp_path):
+    """Three stops at random layers of each real file (vase mode, tool changes, firmware retraction,
+    z-hop...): the lines before each pause are exactly the file's lines before that layer's first
+    deposit, that line is held and sent once on resume, and the print ends with every line once."""
+    from octoprint_safepause.core.controller import PauseController
+
+    from ..corpus import profile_for
+    from .fake_printer import FakeComm, FakePort
+
+    layers = layers_of(path, flavour, tmp_path)
+    rng = random.Random(path.name)
+    picks = sorted(rng.sample(range(2, len(layers) + 1), 3))
+    controller = PauseController(port=None, hold_timeout=0.3)
+    comm = FakeComm(str(path), controller)
+    port = FakePort(comm, profile_for(path) or {"volume": {"width": 500, "depth": 500, "height": 500}})
+    events = []
+    # the file's own M600 / M601 (the Prusa file) go to the printer here: only the scheduled stops pause
+    values = {"filament_change": "firmware", "take_over_pause": False}
+    controller.bind(port, emit=lambda n, p: events.append((n, p)), settings=lambda: values, flavour=lambda: flavour)
+    controller.start()
+    try:
+        controller.set_schedule(Schedule("part.gcode", str(path), layers))
+        for number in picks:
+            controller.schedule_stop(stop({"layer": number}))
+        expected = expected_file_lines(path)
+        for number in picks:
+            comm.stream()
+            assert wait_for(lambda: controller.state == PAUSED), (number, controller.get_state()["error"])
+            layer = layers[number - 1]
+            sent = [int(next(t for t in tags if t.startswith("filepos:"))[8:]) for _, tags in file_lines(comm)]
+            assert sent[-1] <= layer.pos  # nothing of the layer went out...
+            assert len(sent) == len(expected_lines_before(path, layer.pos))  # ...and all of the file before it
+            assert controller.get_state()["saved_line"] == line_end_text(path, layer.offset)
+            controller.resume()
+            assert wait_for(lambda: controller.state == IDLE)
+        comm.stream()
+        assert [line for line, _ in file_lines(comm)] == expected
+        assert [p["stop"]["layer"] for n, p in events if n == "stop_reached"] == picks
+    finally:
+        controller.stop()
+
+
+def expected_lines_before(path, pos):
+    """The file lines OctoPrint sends that end at or before `pos`."""
+    out = []
+    at = 3 if path.read_bytes()[:3] == b"\xef\xbb\xbf" else 0
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+        for raw in handle:
+            at += len(raw.encode("utf-8"))
+            if at > pos:
+                break
+            if raw.split(";", 1)[0].strip():
+                out.append(raw)
+    return out
