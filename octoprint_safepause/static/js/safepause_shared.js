@@ -16,7 +16,8 @@
     }
 
     // "user:admin" -> "admin", "plugin:detector" -> "plugin detector", "api" -> "REST API", "file" -> "the
-    // print file" (its M0 / @pause), "printer" -> "the printer" (its //action:pause)
+    // print file" (its M0 / @pause), "printer" -> "the printer" (its //action:pause), "schedule" -> "a
+    // scheduled stop" (docs/scheduled-stops.md)
     function whoFrom(source) {
         if (!source) return null;
         var index = source.indexOf(":");
@@ -29,6 +30,7 @@
         if (source === "api") return gettext("REST API");
         if (source === "file") return gettext("the print file");
         if (source === "printer") return gettext("the printer");
+        if (source === "schedule") return gettext("a scheduled stop");
         if (source === "octoprint") return "OctoPrint";
         return source;
     }

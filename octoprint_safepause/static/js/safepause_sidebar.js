@@ -218,9 +218,9 @@ $(function () {
             }
             if (data.type !== "paused") return;
             // A pause this browser's user asked for needs no pop-up; anyone else's (another plugin,
-            // another user, a script) does.
+            // another user, a script) does. A scheduled stop has its own (safepause_schedule.js).
             var mine = self.loginState.username() && data.source === "user:" + self.loginState.username();
-            if (!mine) {
+            if (!mine && data.source !== "schedule") {
                 new PNotify({
                     title: gettext("Print paused by SafePause"),
                     text: SP.describe(data),
