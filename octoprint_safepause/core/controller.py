@@ -630,9 +630,8 @@ class PauseController:
         feedrate = check.state.f  # the check's own start (it knows no feedrate): only a change counts
         problems = check.check(list(token.inject), user=True)
         problem = str(problems[0]) if problems else left_as_found(state, check.state)
-        if problem:
+        if problem:  # logged with the pause's warnings, or when the hold ends
             token.warnings.append(f"the scheduled stop's G-code was not sent, refused by the safety check: {problem}")
-            self._log.warning("SafePause: %s", token.warnings[-1])
             return
         lines = list(token.inject)
         if state.f is not None and check.state.f != feedrate:
@@ -657,9 +656,10 @@ class PauseController:
         except RuntimeError as error:
             self._connection_lost(token, error)
             return
-        finally:
+        except BaseException:
             self._release_hold()
-        self._finish(token.warnings[-1] if token.warnings else None)
+            raise
+        self._hand_back(token.warnings[-1] if token.warnings else None)
 
     def _stop_payload(self, token: PauseToken, stop: Stop) -> dict:
         return {"stop": stop.public(), "message": stop.message, "action": stop.action, "file": token.job.path}
@@ -994,13 +994,14 @@ class PauseController:
         except RuntimeError as error:
             self._connection_lost(token, error)
             return
-        finally:
+        except BaseException:
             self._release_hold()
+            raise
+        self._hand_back(warnings[-1] if warnings else None)
         if self._recovery is not None:
             self._recovery.hold_released()
         self._log.info("SafePause resumed the print (asked by %s)", source or "SafePause")
         self._emit("resumed", self._event_payload(token))
-        self._finish(warnings[-1] if warnings else None)
 
     def _refuse_resume(self, token: PauseToken, message: str) -> None:
         """Stay paused and holding, and say why; OctoPrint's own Resume already turned it Resuming: back
@@ -1124,9 +1125,10 @@ class PauseController:
                 self._holding = False
             raise
 
-    def _release_hold(self) -> None:
+    def _release_hold(self, disarm: bool = True) -> None:
         with self._lock:
-            self._armed = False
+            if disarm:
+                self._armed = False
             if not self._holding:
                 return
             self._holding = False
@@ -1145,6 +1147,12 @@ class PauseController:
             self._token = None
         if error:
             self._log.warning("SafePause: %s", error)
+
+    def _hand_back(self, message: str | None) -> None:
+        """A hold ends well: idle first, then the release, so that a scheduled stop or a pause command
+        whose line comes right after the held one (even on this thread, inside the release) is taken."""
+        self._finish(message)
+        self._release_hold(disarm=False)
 
     def _fail(self, message: str) -> None:
         self._release_hold()

@@ -20,6 +20,7 @@ from octoprint_safepause.core.schedule import (
 
 from ..corpus import corpus_files
 from . import test_controller
+from .fake_printer import FakePort
 from .test_controller import FILE, expected_file_lines, file_lines, wait_for
 
 make = test_controller.make  # the fixture
@@ -287,3 +288,38 @@ def expected_lines_before(path, pos):
             if raw.split(";", 1)[0].strip():
                 out.append(raw)
     return out
+
+
+class StreamingPort(FakePort):
+    """Releasing the hold lets the print stream on at once, on the releasing thread (as OctoPrint's
+    set_job_on_hold(False) may run the next file line's hook on the caller's thread)."""
+
+    def set_hold(self, value):
+        super().set_hold(value)
+        if not value:
+            self.comm.stream()
+
+
+def test_a_stop_right_after_a_resume_is_taken_while_the_resume_still_finishes(make, tmp_path):
+    controller, comm, port, events = make(port_class=StreamingPort)
+    schedule_on(controller, port, tmp_path, stop({"every": 1}))
+    comm.stream()
+    assert wait_for(lambda: controller.state == PAUSED)
+    controller.resume()  # the next layer's line comes while the resume ends: a pause again, not lost
+    assert wait_for(lambda: len([n for n, _ in events if n == "paused"]) == 2)
+    assert [p["stop"]["layer"] for n, p in events if n == "stop_reached"] == [2, 3]
+    assert controller.get_state()["error"] is None
+
+
+def test_a_filament_change_stop_parks_at_the_change_position_and_unloads(make, tmp_path):
+    controller, comm, port, events = make()
+    schedule_on(controller, port, tmp_path, stop({"layer": 5}, "filament_change", message="blue"))
+    comm.stream()
+    assert wait_for(lambda: controller.state == PAUSED)
+    state = controller.get_state()
+    assert state["change"]["step"] == "unloaded" and state["reason"] == "blue"
+    assert "G1 E-15 F3000" in [line for line, _ in comm.wire]
+    controller.resume()
+    assert wait_for(lambda: controller.state == IDLE)
+    comm.stream()
+    assert [line for line, _ in file_lines(comm)] == expected_file_lines(port.comm.path)
