@@ -700,6 +700,14 @@ class PauseController:
             self._aim()
             return removed
 
+    def report(self, message: str) -> None:
+        """Something the user should know about the running print (a scheduled stop that cannot apply):
+        logged, and the status's `error` while no pause is live."""
+        self._log.warning("SafePause: %s", message)
+        with self._lock:
+            if self._state == IDLE:
+                self._last_error = message
+
     def stops(self) -> list:
         """The running print's stops still ahead, as the status shows them."""
         schedule = self._schedule

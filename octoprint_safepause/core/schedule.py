@@ -219,7 +219,11 @@ def resolve(stop: Stop, layers: tuple, read_pos: int | None, line_end) -> Stop:
         raise StopRefused("the file has no layers (nothing in it extrudes)", 400)
     started = current_layer(layers, read_pos)
     if stop.kind == "z":
-        layer = next((la for la in layers if la.z >= stop.value - LAYER_MATCH), None)
+        # from the first layer at the print's lowest height: a prime line printed higher before it (an
+        # intro line at Z0.28 under a 0.2 first layer) is not where the part reaches that height
+        lowest = min(la.z for la in layers)
+        first = next(i for i, la in enumerate(layers) if la.z <= lowest + LAYER_MATCH)
+        layer = next((la for la in layers[first:] if la.z >= stop.value - LAYER_MATCH), None)
         if layer is None:
             raise StopRefused(f"the file has no layer at or above Z{stop.value:g} (its top layer is at Z{max(la.z for la in layers):g})", 400)
     elif stop.kind == "layer":

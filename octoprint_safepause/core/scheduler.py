@@ -53,49 +53,99 @@ class Scheduler:
         self._log = logger or logging.getLogger(__name__)
         self._files_lock = threading.Lock()  # read-modify-write of a file's stops
         self._print: str | None = None  # the local file being printed, from PrintStarted to its end
+        self._started_at = 0  # where OctoPrint started reading it (a recovered print: its offset)
+        self._hold_lock = threading.Lock()
+        self._held_for: str | None = None  # the print held until its layers are read (it has stops)
 
     # ------------------------------------------------------------------ the running print
 
     def on_event(self, name: str, payload: dict | None) -> None:
         payload = payload or {}
         if name == "PrintStarted":
+            self._release_layers_hold()
             self._controller.set_schedule(None)
             local = payload.get("origin") == "local" and payload.get("path")
             self._print = payload.get("path") if local else None
+            self._started_at = self._port.file_position() or 0
             if self._print:
-                self._start(self._print)
+                self._start(self._print, hold=True)
         elif name in ENDING_EVENTS:
             self._print = None
+            self._release_layers_hold()
             self._controller.set_schedule(None)
 
-    def _start(self, path: str) -> None:
-        """The running print's schedule: its file's stops, once its layers are known."""
+    def _start(self, path: str, hold: bool) -> None:
+        """The running print's schedule: its file's stops, once its layers are known. With `hold`, a print
+        whose file has stops but no index yet waits (OctoPrint's job hold) until its layers are read: a
+        stop at the first layers is never missed because the index came late."""
         disk = self._port.disk_path("local", path)
         if disk is None:
             return
+        stored = from_stored(self._file_stops(path), path)
         try:
             raw = self._layers_of(disk, lambda: self._layers_ready(path))
         except OSError as error:
             self._log.warning("SafePause: no scheduled stops for %s: %s", path, error)
             return
         if raw is None:
+            if stored and hold:
+                self._hold_until_layers(path)
+            elif stored:
+                self._controller.report(f"the scheduled stops of {path} do not apply: its layers could not be read")
             return  # _layers_ready comes back when the index is built
         schedule = Schedule(path, disk, layers_from_index(raw))
         read_pos = self._port.file_position()
-        for stop in from_stored(self._file_stops(path), path):
+        for stop in stored:
             try:
                 resolved = schedule.add(stop, read_pos)
             except (StopRefused, OSError) as refused:
-                # e.g. below the point a recovered print starts from
-                self._log.info("SafePause: the scheduled %s does not apply to this print: %s", stop.describe(), refused)
+                self._not_applied(stop, refused, schedule.layers)
                 continue
             self._log.info("SafePause: scheduled %s (file position %d)", resolved.describe(), resolved.layer.pos)
         if self._print == path:
             self._controller.set_schedule(schedule)
 
+    def _not_applied(self, stop, refused, layers) -> None:
+        """A file's stop that does not apply to its print: said in the status, unless the print was
+        started (recovered) from above it."""
+        try:
+            below_start = resolve(stop, layers, None, lambda layer: 0).layer.pos < self._started_at
+        except StopRefused:
+            below_start = False
+        if below_start:
+            self._log.info("SafePause: the scheduled %s is below where this print started", stop.describe())
+            return
+        self._controller.report(f"the scheduled {stop.describe()} does not apply to this print: {refused}")
+
     def _layers_ready(self, path: str) -> None:
-        if self._print == path and self._controller.schedule_path() is None:
-            self._start(path)
+        try:
+            if self._print == path and self._controller.schedule_path() is None:
+                self._start(path, hold=False)
+        finally:
+            self._release_layers_hold()
+
+    def _hold_until_layers(self, path: str) -> None:
+        with self._hold_lock:
+            if self._held_for is not None:
+                return
+            try:
+                self._port.set_hold(True)
+            except Exception as error:
+                self._log.warning("SafePause: could not hold the print until its layers are read: %s", error)
+                return
+            self._held_for = path
+        self._log.info("SafePause: the print of %s waits until its layers are read (it has scheduled stops)", path)
+
+    def _release_layers_hold(self) -> None:
+        with self._hold_lock:
+            path, self._held_for = self._held_for, None
+            if path is None:
+                return
+            try:
+                self._port.set_hold(False)
+            except RuntimeError as error:
+                self._log.info("SafePause: hold gone with the connection (%s)", error)
+        self._log.info("SafePause: the print of %s goes on", path)
 
     # ------------------------------------------------------------------ requests
 
@@ -104,7 +154,8 @@ class Scheduler:
         bad values, StopRefused when it cannot be set."""
         path = data.get("path")
         if path is None:
-            return {"stop": self._schedule_print(parse(data, path=None, scope="print")).public(), "warning": None}
+            stop = self._schedule_print(parse(data, path=None, scope="print"))
+            return {"stop": self._as_running(stop), "warning": None}
         if not isinstance(path, str) or not path.strip():
             raise ValueError("'path' must be the path of a local file")
         stop = parse(data, path=path, scope="file")
@@ -118,10 +169,14 @@ class Scheduler:
         warning = None
         if self._controller.schedule_path() == path:
             try:
-                resolved = self._controller.schedule_stop(stop)
+                return {"stop": self._as_running(self._controller.schedule_stop(stop)), "warning": None}
             except StopRefused as refused:
                 warning = f"kept with the file, but not for the print running now: {refused}"
         return {"stop": resolved.public(), "warning": warning}
+
+    def _as_running(self, stop) -> dict:
+        """The stop as the running print's status shows it (how far away it is)."""
+        return next((s for s in self._controller.stops() if s["id"] == stop.id), None) or stop.public()
 
     def _schedule_print(self, stop):
         if self._controller.schedule_path() is None:

@@ -81,7 +81,10 @@ def test_the_print_waits_for_its_layers_and_then_gets_its_files_stops(make, tmp_
     scheduler.on_event("PrintStarted", {"origin": "local", "path": "part.gcode"})
     status, body = run(actions, "schedule", at={"next_layer": True})
     assert status == 409 and body["analysing"] is True, body
+    # the file has stops: the print waits for its layers (OctoPrint's job hold), so none is missed
+    assert comm.hold == 1 and comm.stream() == 0
     layers.ready()
+    assert comm.hold == 0
     assert [s["layer"] for s in controller.get_state()["stops"]] == [3]
     status, body = run(actions, "schedule", at={"every": 5})
     assert status == 200 and body["stop"]["layer"] == 6 and body["stop"]["scope"] == "print"
@@ -136,3 +139,23 @@ def test_damaged_metadata_never_fails_a_print(make, tmp_path):
     port.save_file_stops("part.gcode", ["junk", {"id": 5}, {"id": "x", "at": {"z": "high"}}, {"id": "ok", "at": {"layer": 4}}])
     scheduler.on_event("PrintStarted", {"origin": "local", "path": "part.gcode"})
     assert [s["id"] for s in controller.get_state()["stops"]] == ["ok"]
+
+
+def test_a_stop_the_print_passed_before_its_layers_were_known_is_said(make, tmp_path):
+    controller, comm, port, events, scheduler, layers, actions = wired(make, tmp_path, ready=False)
+    port.save_file_stops("part.gcode", [{"id": "early", "at": {"layer": 2}, "action": "pause"}])
+    port.hold_raises = True  # the print could not be held: it streams on while the index is built
+    scheduler.on_event("PrintStarted", {"origin": "local", "path": "part.gcode"})
+    comm.stream(max_lines=1000)
+    layers.ready()
+    error = controller.get_state()["error"]
+    assert "pause at layer 2" in error and "has started already" in error, error
+
+
+def test_at_a_height_counts_from_the_prints_first_layer_not_a_higher_prime_line(tmp_path):
+    from octoprint_safepause.core.schedule import layers_from_index, parse, resolve
+
+    layers = layers_from_index(Layers(tmp_path).info.layers)
+    assert (layers[0].z, layers[1].z) == (0.28, 0.2)  # the intro line, then the first layer
+    stop = parse({"at": {"z": 0.28}}, path=None, scope="print")
+    assert resolve(stop, layers, None, lambda layer: 0).layer.z == 0.36

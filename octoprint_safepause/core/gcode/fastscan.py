@@ -52,6 +52,7 @@ __all__ = [
 
 CHECKPOINT_EVERY = 128 * 1024  # bytes between checkpoints: bounds the lines fed per lookup
 LAYER_EPS = 0.05  # mm: a deposit this far from the layer's Z starts a new layer (vase mode: every 0.05 mm)
+_SAME_LAYER = LAYER_EPS - 1e-9  # a step of exactly 0.05 mm is a new layer, even as 0.7 - 0.65 in floats
 Z_WINDOW = 32  # lines before pos the printer may not have run yet (OctoPrint's read-ahead, firmware buffers)
 LOOKAHEAD = 256 * 1024  # bytes searched after pos for the next deposit
 FINGERPRINT_BYTES = 1 << 20
@@ -219,7 +220,7 @@ class _Walker:
             lz = t._layerz
             if lz != seen:
                 # a deposit at a new height (NaN != NaN: an unknown height never starts a layer)
-                if lz == lz and not abs(lz - ref) < LAYER_EPS:
+                if lz == lz and not abs(lz - ref) < _SAME_LAYER:
                     ref = lz
                     before = sum(map(len, texts[:i])) + i  # rare: computed only here
                     x.layer_pos = pos + before
@@ -250,7 +251,7 @@ class _Walker:
             feed(text)
             lz = t._layerz
             if lz != seen:
-                if lz == lz and not abs(lz - ref) < LAYER_EPS:
+                if lz == lz and not abs(lz - ref) < _SAME_LAYER:
                     ref = lz
                     x.layer_pos = pos
                     x.layer_off = off
@@ -575,7 +576,7 @@ def _scan(path, pos: int, flavour: str, index, lookahead: bool, tools: int | Non
         if lookahead and extras.layer_pos is not None:
             z = _next_deposit(fh, end_off, t)
             if z is not None:
-                layer_done = not abs(z - extras.ref) < LAYER_EPS
+                layer_done = not abs(z - extras.ref) < _SAME_LAYER
     oz = t._oz
     zs = [z - oz for z in ring]
     if not all(map(math.isfinite, zs)):

@@ -32,7 +32,7 @@ _CHILD = (
     "from core.gcode import fastscan\n"
     "fastscan.build_index(sys.argv[2], sys.argv[3], sys.argv[4], tools=int(sys.argv[5]))"
 )
-KEEP_INDEXES = 4
+KEEP_INDEXES = 8  # a file with scheduled stops needs its index at print start (else the print waits for it)
 SYNC_SCAN_LIMIT = 8 * 1024 * 1024  # bytes scanned synchronously when there is no index
 KEEP_ANALYSES = 4
 
