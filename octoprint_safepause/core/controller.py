@@ -1005,11 +1005,11 @@ class PauseController:
         except BaseException:
             self._release_hold()
             raise
+        self._log.info("SafePause resumed the print (asked by %s)", source or "SafePause")
+        self._emit("resumed", self._event_payload(token))  # whoever sees idle has had the event
         self._hand_back(warnings[-1] if warnings else None)
         if self._recovery is not None:
-            self._recovery.hold_released()
-        self._log.info("SafePause resumed the print (asked by %s)", source or "SafePause")
-        self._emit("resumed", self._event_payload(token))
+            self._recovery.hold_released()  # on disk, after the release: the print does not wait for it
 
     def _refuse_resume(self, token: PauseToken, message: str) -> None:
         """Stay paused and holding, and say why; OctoPrint's own Resume already turned it Resuming: back
