@@ -647,12 +647,8 @@ class PauseController:
 
     def _go_on(self, token: PauseToken) -> None:
         """The end of a hold that paused nothing (G-code stops): the held line, then the file."""
-        with self._lock:
-            self._armed = False
-            saved, token.saved = list(token.saved), []
         try:
-            for cmd, _cmd_type, tags in saved:
-                self._port.send([cmd], set(tags) | {TAG_RESEND})
+            self._resend_saved(token)
         except RuntimeError as error:
             self._connection_lost(token, error)
             return
@@ -660,6 +656,16 @@ class PauseController:
             self._release_hold()
             raise
         self._hand_back(token.warnings[-1] if token.warnings else None)
+
+    def _resend_saved(self, token: PauseToken) -> None:
+        """The held line(s), re-sent while still held: straight to the send queue, ahead of the next file
+        line. Disarmed first: the hook lets them (and the file after them) through."""
+        with self._lock:
+            self._armed = False
+            saved = list(token.saved)
+        for cmd, _cmd_type, tags in saved:
+            self._port.send([cmd], set(tags) | {TAG_RESEND})
+        token.saved = []
 
     def _stop_payload(self, token: PauseToken, stop: Stop) -> dict:
         return {"stop": stop.public(), "message": stop.message, "action": stop.action, "file": token.job.path}
@@ -992,13 +998,7 @@ class PauseController:
             # OctoPrint turns Resuming now; its switch to Printing waits behind the hold, after our lines
             self._port.leave_pause(_user_of(source))
             self._send(checked.lines, TAG_RESUME)
-            with self._lock:
-                self._armed = False
-                saved = list(token.saved)
-            # Re-sent while still held: it goes straight to the send queue, ahead of the next file line.
-            for cmd, _cmd_type, tags in saved:
-                self._port.send([cmd], set(tags) | {TAG_RESEND})
-            token.saved = []
+            self._resend_saved(token)
         except RuntimeError as error:
             self._connection_lost(token, error)
             return

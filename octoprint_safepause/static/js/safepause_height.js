@@ -11,7 +11,6 @@
  */
 $(function () {
     var SP = window.SafePause;
-    var RETRY = 2000; // ms between two asks while the server analyses the file
 
     function SafePauseHeightViewModel(parameters) {
         var self = this;
@@ -196,27 +195,23 @@ $(function () {
                 return;
             }
             self.fileLoading(true);
-            var ask = function () {
-                SP.get({path: path})
-                    .done(function (response) {
-                        if (sequence !== self._fileSequence || !self.dialogOpen()) return;
-                        var file = response ? response.from_height || null : null;
-                        self.file(file);
-                        if (file && file.status === "analysing") {
-                            setTimeout(function () {
-                                if (sequence === self._fileSequence && self.dialogOpen()) ask();
-                            }, RETRY);
-                            return;
-                        }
-                        self.fileLoading(false);
-                    })
-                    .fail(function (jqXHR) {
-                        if (sequence !== self._fileSequence) return;
-                        self.fileLoading(false);
-                        self.error(SP.errorText(jqXHR));
-                    });
-            };
-            ask();
+            SP.getUntilAnalysed(
+                {path: path},
+                function (response) {
+                    return response.from_height;
+                },
+                function () {
+                    return sequence === self._fileSequence && self.dialogOpen();
+                },
+                function (file) {
+                    self.file(file);
+                    if (!file || file.status !== "analysing") self.fileLoading(false);
+                },
+                function (jqXHR) {
+                    self.fileLoading(false);
+                    self.error(SP.errorText(jqXHR));
+                }
+            );
         };
 
         self.fetchPreview = function () {
@@ -232,28 +227,25 @@ $(function () {
                 return;
             }
             self.previewLoading(true);
-            var ask = function () {
-                SP.get({path: path, z: layer.z, position_kept: "true"})
-                    .done(function (response) {
-                        if (sequence !== self._previewSequence || !self.dialogOpen()) return;
-                        var preview = response ? response.from_height || null : null;
-                        self.preview(preview);
-                        if (preview && preview.status === "analysing") {
-                            setTimeout(function () {
-                                if (sequence === self._previewSequence && self.dialogOpen()) ask();
-                            }, RETRY);
-                            return;
-                        }
-                        self.prelude(preview && preview.prelude ? preview.prelude.join("\n") : "");
-                        self.previewLoading(false);
-                    })
-                    .fail(function (jqXHR) {
-                        if (sequence !== self._previewSequence) return;
-                        self.previewLoading(false);
-                        self.error(SP.errorText(jqXHR));
-                    });
-            };
-            ask();
+            SP.getUntilAnalysed(
+                {path: path, z: layer.z, position_kept: "true"},
+                function (response) {
+                    return response.from_height;
+                },
+                function () {
+                    return sequence === self._previewSequence && self.dialogOpen();
+                },
+                function (preview) {
+                    self.preview(preview);
+                    if (preview && preview.status === "analysing") return;
+                    self.prelude(preview && preview.prelude ? preview.prelude.join("\n") : "");
+                    self.previewLoading(false);
+                },
+                function (jqXHR) {
+                    self.previewLoading(false);
+                    self.error(SP.errorText(jqXHR));
+                }
+            );
         };
 
         self.path.subscribe(function () {

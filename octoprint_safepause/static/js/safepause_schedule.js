@@ -18,7 +18,6 @@
  */
 $(function () {
     var SP = window.SafePause;
-    var RETRY = 1000; // ms between two asks while the server analyses the file
     var ANALYSING_TRIES = 60; // a stop on a print whose layers are still being read: asked again so often
     var FILE_BUTTON = "safepause-schedule-file"; // data-test-id of the file list's button
 
@@ -318,7 +317,7 @@ $(function () {
                         // a print that just started: its layers are still being read, ask again
                         if (body && body.analysing && ++tries < ANALYSING_TRIES && self.formOpen()) {
                             self.formError(gettext("Analysing the file..."));
-                            setTimeout(send, RETRY);
+                            setTimeout(send, SP.ANALYSING_RETRY);
                             return;
                         }
                         self.requesting(false);
@@ -410,27 +409,23 @@ $(function () {
             var path = self.filePath();
             if (!path) return;
             self.fileLoading(true);
-            var ask = function () {
-                SP.get({schedule: path})
-                    .done(function (response) {
-                        if (sequence !== self._fileSequence || !self.dialogOpen()) return;
-                        var schedule = response ? response.schedule || null : null;
-                        self.schedule(schedule);
-                        if (schedule && schedule.status === "analysing") {
-                            setTimeout(function () {
-                                if (sequence === self._fileSequence && self.dialogOpen()) ask();
-                            }, RETRY);
-                            return;
-                        }
-                        self.fileLoading(false);
-                    })
-                    .fail(function (jqXHR) {
-                        if (sequence !== self._fileSequence) return;
-                        self.fileLoading(false);
-                        self.fileError(SP.errorText(jqXHR));
-                    });
-            };
-            ask();
+            SP.getUntilAnalysed(
+                {schedule: path},
+                function (response) {
+                    return response.schedule;
+                },
+                function () {
+                    return sequence === self._fileSequence && self.dialogOpen();
+                },
+                function (schedule) {
+                    self.schedule(schedule);
+                    if (!schedule || schedule.status !== "analysing") self.fileLoading(false);
+                },
+                function (jqXHR) {
+                    self.fileLoading(false);
+                    self.fileError(SP.errorText(jqXHR));
+                }
+            );
         };
 
         self.addFileStop = function () {

@@ -74,6 +74,31 @@
         return OctoPrint.get(url);
     }
 
+    var ANALYSING_RETRY = 1000; // ms between two asks while the server analyses a file
+
+    // GET with `query`, asked again every second while the part `pick(response)` of the answer says the
+    // file is still being analysed. `answer(part)` gets every answer (the part, or null) as long as
+    // `wanted()` (another file chosen or the dialog closed: dropped), `fail(jqXHR)` a refusal.
+    function getUntilAnalysed(query, pick, wanted, answer, fail) {
+        var ask = function () {
+            get(query)
+                .done(function (response) {
+                    if (!wanted()) return;
+                    var part = response ? pick(response) || null : null;
+                    answer(part);
+                    if (part && part.status === "analysing") {
+                        setTimeout(function () {
+                            if (wanted()) ask();
+                        }, ANALYSING_RETRY);
+                    }
+                })
+                .fail(function (jqXHR) {
+                    if (wanted()) fail(jqXHR);
+                });
+        };
+        ask();
+    }
+
     global.SafePause = {
         PLUGIN: PLUGIN,
         escape: escape,
@@ -83,6 +108,8 @@
         describe: describe,
         notifyError: notifyError,
         command: command,
-        get: get
+        get: get,
+        getUntilAnalysed: getUntilAnalysed,
+        ANALYSING_RETRY: ANALYSING_RETRY
     };
 })(window);
