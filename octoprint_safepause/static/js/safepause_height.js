@@ -152,14 +152,7 @@ $(function () {
             return preview && preview.warnings ? preview.warnings : [];
         });
         self.preludeLines = function () {
-            return _.filter(
-                _.map(self.prelude().split("\n"), function (line) {
-                    return line.trim();
-                }),
-                function (line) {
-                    return line.length > 0;
-                }
-            );
+            return SP.lines(self.prelude());
         };
         self.confirmHint = ko.pureComputed(function () {
             if (!self.printerReady()) {

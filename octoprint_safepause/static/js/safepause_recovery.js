@@ -147,14 +147,7 @@ $(function () {
             return rec && rec.line ? rec.line : "";
         });
         self.recPreludeLines = function () {
-            return _.filter(
-                _.map(self.recPrelude().split("\n"), function (line) {
-                    return line.trim();
-                }),
-                function (line) {
-                    return line.length > 0;
-                }
-            );
+            return SP.lines(self.recPrelude());
         };
         self.enableConfirm = ko.pureComputed(function () {
             var rec = self.recPreview();

@@ -148,14 +148,7 @@ $(function () {
             return self.action() === "gcode";
         });
         self.gcodeLines = function () {
-            return _.filter(
-                _.map(self.gcode().split("\n"), function (line) {
-                    return line.trim();
-                }),
-                function (line) {
-                    return line.length > 0;
-                }
-            );
+            return SP.lines(self.gcode());
         };
         self.ready = ko.pureComputed(function () {
             return !self.isGcode() || self.gcodeLines().length > 0;

@@ -74,6 +74,18 @@
         return OctoPrint.get(url);
     }
 
+    // the lines typed into a text area, trimmed, blank ones left out (G-code to send)
+    function lines(text) {
+        return _.filter(
+            _.map(String(text || "").split("\n"), function (line) {
+                return line.trim();
+            }),
+            function (line) {
+                return line.length > 0;
+            }
+        );
+    }
+
     var ANALYSING_RETRY = 1000; // ms between two asks while the server analyses a file
 
     // GET with `query`, asked again every second while the part `pick(response)` of the answer says the
@@ -110,6 +122,7 @@
         command: command,
         get: get,
         getUntilAnalysed: getUntilAnalysed,
+        lines: lines,
         ANALYSING_RETRY: ANALYSING_RETRY
     };
 })(window);
