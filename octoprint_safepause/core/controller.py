@@ -731,9 +731,9 @@ class PauseController:
         """Stops whose line went out without the hook firing (another pause held exactly that line and
         sent it again on resume): moved on (every N) or gone."""
         if read_pos is None or self._schedule is None:
-            return
+            return  # no lock taken while nothing is scheduled (this runs every second)
         with self._lock:
-            schedule = self._schedule
+            schedule = self._schedule  # it may have gone meanwhile (the print ended)
             passed = schedule.skip_passed(read_pos) if schedule is not None else []
             if passed:
                 self._aim()

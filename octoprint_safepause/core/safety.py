@@ -23,7 +23,7 @@ from .sequences import Volume, resume_parts
 MAX_LINE_CHARS = 96  # Marlin's MAX_CMD_SIZE: a longer command is cut by the firmware
 EPS = 1e-6
 
-_MOVES = frozenset(["G0", "G1", "G2", "G3"])
+MOVES = frozenset(["G0", "G1", "G2", "G3"])
 _HOMING = "G28"
 
 
@@ -160,12 +160,12 @@ class SafetyCheck:
         for axis, was, now in zip("XYZ", old, new):
             if was is not None and now is None and not (homing and axis in "XY"):
                 return f"leaves the {axis} position unknown (probing or levelling)"
-        moves_xy = (command in _MOVES and ("X" in params or "Y" in params)) or (homing and not homes_z)
+        moves_xy = (command in MOVES and ("X" in params or "Y" in params)) or (homing and not homes_z)
         if moves_xy:
             problem = self._travel_problem(old[2], new, homing)
             if problem:
                 return problem
-        if command in _MOVES and ("Z" in params) and new[2] is None:
+        if command in MOVES and ("Z" in params) and new[2] is None:
             return "moves Z from an unknown height"
         return self._volume_problem(old, new)
 

@@ -14,8 +14,8 @@ import secrets
 from dataclasses import dataclass, field, replace
 
 from .gcode import parse_line
-from .gcode.replay import _decoded_lines
-from .safety import Problem, plain_line_problem
+from .gcode.replay import decoded_lines
+from .safety import MOVES, Problem, plain_line_problem
 
 KINDS = ("z", "layer", "next_layer", "every")
 ACTIONS = ("pause", "filament_change", "gcode")
@@ -25,7 +25,6 @@ MAX_STOPS = 50  # per file and per print
 MAX_MESSAGE = 200
 MAX_LAYER = 1_000_000
 MAX_LINE_READ = 64 * 1024  # bytes read for the target line (G-code lines are short)
-STORED_KEYS = ("id", "at", "action", "gcode", "message")
 
 # How a stop is shown ("pause at layer 26 (Z 5.00)"): the action's words
 ACTION_WORDS = {"pause": "pause", "filament_change": "filament change", "gcode": "G-code"}
@@ -257,13 +256,10 @@ def line_end(disk: str, layer: Layer) -> int:
     first = lines[0]
     if not first.endswith((b"\n", b"\r")) and len(lines) == 1 and len(raw) == MAX_LINE_READ:
         raise StopRefused("the layer's first line is too long to be G-code", 409)
-    _text, counted = _decoded_lines(first)[0]
-    if parse_line(_text).command not in MOVES:
+    text, counted = decoded_lines(first)[0]
+    if parse_line(text).command not in MOVES:
         raise StopRefused("the file changed: its layer does not start where the index says", 409)
     return layer.pos + counted
-
-
-MOVES = frozenset(["G0", "G1", "G2", "G3"])
 
 
 # ------------------------------------------------------------------------------------------- the print
@@ -278,15 +274,12 @@ class Schedule:
     layers: tuple
     stops: list = field(default_factory=list)
 
-    def end_of(self, layer: Layer) -> int:
-        return line_end(self.disk, layer)
-
     def add(self, stop: Stop, read_pos: int | None) -> Stop:
         if any(s.id == stop.id for s in self.stops):
             raise StopRefused(f"a stop {stop.id} is scheduled already")
         if len(self.stops) >= MAX_STOPS:
             raise StopRefused(f"at most {MAX_STOPS} stops per print")
-        resolved = resolve(replace(stop, path=self.path), self.layers, read_pos, self.end_of)
+        resolved = resolve(replace(stop, path=self.path), self.layers, read_pos, lambda la: line_end(self.disk, la))
         self.stops.append(resolved)
         self.stops.sort(key=lambda s: s.end)
         return resolved
@@ -306,19 +299,21 @@ class Schedule:
         """The stops whose line ends at `end` (it is being queued now), fired: one that repeats moves to
         its next occurrence, the others are gone."""
         due = [s for s in self.stops if s.end == end]
-        for stop in due:
-            self._advance(stop)
-        return [replace(s, fired=s.fired + 1) for s in due]
+        fired = [replace(s, fired=s.fired + 1) for s in due]
+        for stop, counted in zip(due, fired):
+            self._move_on(stop, counted.fired)
+        return fired
 
     def skip_passed(self, read_pos: int) -> list:
         """Stops whose line OctoPrint read without the hook firing (a pause of another kind held exactly
         there, a print started from an offset): moved on or gone. Returns those skipped."""
         passed = [s for s in self.stops if s.end < read_pos]  # the line after it was read too
         for stop in passed:
-            self._advance(stop, read_pos)
+            self._move_on(stop, stop.fired, read_pos)
         return passed
 
-    def _advance(self, stop: Stop, read_pos: int | None = None) -> None:
+    def _move_on(self, stop: Stop, fired: int, read_pos: int | None = None) -> None:
+        """`stop` is done here: gone, or (every N) at its next layer not read yet, having fired `fired` times."""
         self.stops.remove(stop)
         if stop.kind != "every":
             return
@@ -330,7 +325,7 @@ class Schedule:
             return
         layer = self.layers[number - 1]
         try:
-            nxt = replace(stop, layer=layer, end=self.end_of(layer), fired=stop.fired + (read_pos is None))
+            nxt = replace(stop, layer=layer, end=line_end(self.disk, layer), fired=fired)
         except (OSError, StopRefused):
             return
         self.stops.append(nxt)

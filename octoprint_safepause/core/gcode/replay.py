@@ -42,7 +42,7 @@ def _split_text(text: str) -> list:
     return lines
 
 
-def _decoded_lines(region: bytes):
+def decoded_lines(region: bytes):
     """[(text, length the way OctoPrint counts it)] for the complete lines of `region`."""
     out = []
     for raw in region.splitlines(True):
@@ -134,7 +134,7 @@ def replay_file(
                     pos += len(region)
                     flush_notes(pos)
                     continue
-            for text, length in _decoded_lines(region):
+            for text, length in decoded_lines(region):
                 end = pos + length
                 if end > end_pos:
                     flush_notes(end_pos)

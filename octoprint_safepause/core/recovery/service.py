@@ -489,11 +489,10 @@ class RecoveryService:
             raise RecoveryRefused("the file no longer exists")
         fp = self._fingerprint(disk)
         flavour, tools = self._flavour(), self._tools()
-        info = fastscan.index_info(self._indexes.path(disk, fp, flavour, tools), disk, flavour, tools=tools)
-        if not (info.valid and info.complete):
-            self._indexes.build(disk, fp, flavour, tools)
+        layers = self._indexes.layers(disk, fp, flavour, tools)
+        if layers is None:
             raise RecoveryRefused("the file's layers are still being found: confirm again in a moment")
-        following = next((layer for layer in info.layers if layer[0] > top + LAYER_MATCH * 5), None)
+        following = next((layer for layer in layers if layer[0] > top + LAYER_MATCH * 5), None)
         if following is None:
             raise RecoveryRefused("the print stopped in its last layer: there is no layer after it")
         at_next = self._indexes.analyse(disk, fp, int(following[1]), flavour, tools, -1)
@@ -564,21 +563,17 @@ class RecoveryService:
             "choices": {"z": z, "position_kept": position_kept, "power_lost": bool(power_lost)},
             "warnings": [],
         }
-        index = self._indexes.path(disk, fp, flavour, tools)
-        info = fastscan.index_info(index, disk, flavour, tools=tools)
-        if not (info.valid and info.complete):
-            self._indexes.build(disk, fp, flavour, tools)
-            info = fastscan.index_info(index, disk, flavour, tools=tools)  # (done already by a synchronous spawn)
-        if not (info.valid and info.complete):
+        layers = self._indexes.layers(disk, fp, flavour, tools)
+        if layers is None:
             out["status"] = "analysing"
             return out, None
         size = fp["size"] or 1
         out["layers"] = [
-            {"z": lz, "pos": pos, "progress": round(min(1.0, pos / size), 4)} for lz, pos, _off in info.layers
+            {"z": lz, "pos": pos, "progress": round(min(1.0, pos / size), 4)} for lz, pos, _off in layers
         ]
         if z is None:
             return out, None
-        chosen = next((layer for layer in info.layers if layer[0] >= float(z) - LAYER_MATCH), None)
+        chosen = next((layer for layer in layers if layer[0] >= float(z) - LAYER_MATCH), None)
         if chosen is None:
             raise RecoveryRefused(f"the file has no layer at or above Z{float(z):g}", 400)
         if not position_kept:
