@@ -1140,6 +1140,10 @@ class PauseController:
             if not self._holding:
                 return
             self._holding = False
+        self._give_back_count()
+
+    def _give_back_count(self) -> None:
+        """Give OctoPrint back the one count of its job hold that _holding no longer claims."""
         try:
             self._port.set_hold(False)  # may run the next file line's hook on this thread
         except RuntimeError as error:
@@ -1159,8 +1163,11 @@ class PauseController:
     def _hand_back(self, message: str | None) -> None:
         """A hold ends well: idle first, then the release, so that a scheduled stop or a pause command
         whose line comes right after the held one (even on this thread, inside the release) is taken."""
+        with self._lock:
+            held, self._holding = self._holding, False  # before idle: a pause armed once idle takes its own count
         self._finish(message)
-        self._release_hold(disarm=False)
+        if held:
+            self._give_back_count()
 
     def _fail(self, message: str) -> None:
         self._release_hold()
