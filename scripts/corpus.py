@@ -43,7 +43,7 @@ class Machine:
 # writes neither and runs on the Ender-3 of file 02.
 MACHINES = {
     "corpus_210x210x205": Machine("Anycubic 210x210x205 (files 01, 09)", (0, 210), (0, 210), 205),
-    "corpus_ender3_220x220x250": Machine("Ender-3 220x220x250 (files 02, 12)", (0, 220), (0, 220), 250),
+    "corpus_ender3_220x220x250": Machine("Ender-3 220x220x250 (files 02, 12, 13)", (0, 220), (0, 220), 250),
     "corpus_voron_250x250x230": Machine("Voron 250x250x230 (file 03)", (0, 250), (0, 250), 230),
     "corpus_200x200x200": Machine("RepRap 200x200x200 (file 04)", (0, 200), (0, 200), 200),
     "corpus_toolchanger_300x300x300": Machine(
@@ -70,6 +70,7 @@ BUNDLED = {
     "09": ("marlin", "corpus_210x210x205"),
     "11": ("prusa", "corpus_mk3s_250x210x210"),
     "12": ("marlin", "corpus_ender3_220x220x250"),
+    "13": ("marlin", "corpus_ender3_220x220x250"),
 }
 
 # OctoPrint 1.11's PrinterProfileManager.default: a profile file must carry every key.

@@ -3,7 +3,8 @@ slicer files on OctoPrint's virtual printer, judged by what reached the printer 
 
 The files are real corpus files cut after their first layers (the real lines, in order, up to the first
 deposit of the layer after the last one kept): PrusaSlicer with z-hop and relative E (02), CuraEngine with
-z-hop and absolute E (12), a spiral vase whose layer steps change from 0.2 mm to the vase's 0.05 mm (04).
+z-hop and absolute E (12), a spiral vase whose layer steps change from 0.2 mm to the vase's 0.05 mm (04),
+and PrusaSlicer with variable layer heights (13: 0.2 mm, then steps shrinking to 0.08 mm, then growing).
 
 For every kind of stop (`z`, `layer`, `every` N set on the file before printing; `next_layer` set on the
 running print) each pause must land exactly at the layer start: OctoPrint's status says paused by the
@@ -17,9 +18,9 @@ restart of OctoPrint.
 
 The server is this module's own (`server`): the virtual printer's hotend is pinned at 215 °C so that the
 files' M109/M190 return at once, it is put in absolute mode before each print (`printer_setup`), and the
-printer profile is the one each file was sliced for (scripts/corpus.py). None of the corpus files was
-sliced with variable layer heights; the vase (0.2 mm steps, then 0.05 mm) and 02 (its intro line at Z0.28
-is layer 1, above the first layer at Z0.2) are the files whose layer steps differ.
+printer profile is the one each file was sliced for (scripts/corpus.py). Besides 13, the vase (0.2 mm
+steps, then 0.05 mm) and 02 (its intro line at Z0.28 is layer 1, above the first layer at Z0.2) are files
+whose layer steps differ.
 """
 
 from __future__ import annotations
@@ -86,10 +87,12 @@ class Part:
 ZHOP = "02_marlin2_relE_zhop_ender3_bunny_0.16mm.gcode"
 CURA = "12_cura_marlin_absE_zhop_ender3_bunny_0.20mm.gcode"
 VASE = "04_reprap_absE_spiral_vase_twist_0.20mm.gcode"
+VARIABLE = "13_marlin2_relE_variable_layer_height_ender3_bunny_0.08-0.28mm.gcode"
 PARTS = {
     "zhop": Part("sched_zhop_02.gcode", ZHOP, 8),
     "cura": Part("sched_cura_12.gcode", CURA, 8),
     "vase": Part("sched_vase_04.gcode", VASE, 15),
+    "variable": Part("sched_variable_13.gcode", VARIABLE, 14),
     "gcode": Part("sched_gcode_12.gcode", CURA, 5, speed=1000),
     "restart": Part("sched_restart_12.gcode", CURA, 4, speed=1000),
 }
@@ -696,6 +699,10 @@ PLANS = {
     # 04: three solid layers 0.2 mm apart, then the spiral: a layer every 0.05 mm; the height stop is the
     # first vase layer, where the step changes
     "vase": {"z": 4, "layer": 8, "every": 5, "next_after": 11},  # pauses before 4, 6, 8, 11, 12 or so
+    # 13: layer 1 the intro line at Z0.28 (as in 02), then Z0.2, 0.4, and steps shrinking 0.195, 0.165 ...
+    # to 0.08 mm from layer 10 (Z1.29): the height stop where the steps shrink, the layer stop where they
+    # are 0.08 mm, every 4 across both
+    "variable": {"z": 6, "layer": 10, "every": 4, "next_after": 10},  # pauses before 5, 6, 9, 10, 11, 13
 }
 
 
@@ -718,6 +725,11 @@ def test_each_kind_of_stop_pauses_exactly_at_the_layer_start(server, key):
     steps = {round(b["z"] - a["z"], 2) for a, b in zip(layers, layers[1:])}
     if key == "vase":
         assert steps == {0.2, 0.05}, steps  # the layer height changes
+    elif key == "variable":
+        above_intro = [round(b["z"] - a["z"], 3) for a, b in zip(layers[1:], layers[2:])]
+        # the G-code's Z: 0.2, 0.4, 0.595, 0.76, 0.901 ... 1.209, 1.289 (3 decimals)
+        assert above_intro[:4] == pytest.approx([0.2, 0.195, 0.165, 0.141], abs=0.0011), above_intro
+        assert above_intro[-4:] == pytest.approx([0.08] * 4, abs=0.0011), above_intro
     elif key == "zhop":
         assert layers[1]["z"] < layers[0]["z"], layers[:2]  # the intro line is layer 1, above layer 2
 
