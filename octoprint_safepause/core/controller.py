@@ -123,6 +123,7 @@ class PauseController:
         self._lock = threading.RLock()  # guards state + token + hold ownership; never held while blocking
         self._armed = False  # read by the hook without the lock: the GIL makes the read atomic
         self._holding = False  # we own (or have claimed) exactly one count of OctoPrint's job hold
+        self._waiting: str | None = None  # the scheduler holds the print until its layers are read
         self._hold_pending = False  # claimed by the hook, still to be taken by the controller
         self._state = IDLE
         self._since = time.time()
@@ -452,7 +453,7 @@ class PauseController:
         stops = self.stops()
         with self._lock:
             token = self._token if self._state != IDLE else None
-            data = status.idle(self._since, self._holding, self._last_error)
+            data = status.idle(self._since, self._holding, self._last_error, self._waiting)
             data["stops"] = stops
             data["state"] = self._state
             if token is not None:
@@ -705,6 +706,10 @@ class PauseController:
             removed = schedule.remove(stop_id) if schedule is not None else None
             self._aim()
             return removed
+
+    def set_waiting(self, what: str | None) -> None:
+        """Why the print is held without a pause (status `waiting`), or None once it goes on."""
+        self._waiting = what
 
     def report(self, message: str) -> None:
         """Something the user should know about the running print (a scheduled stop that cannot apply):

@@ -28,6 +28,9 @@ from .schedule import (
 ENDING_EVENTS = frozenset(["PrintDone", "PrintFailed", "PrintCancelled", "Disconnected", "Error"])
 _PRINTING = frozenset(["starting", "printing", "pausing", "paused", "resuming"])
 ANALYSING = "the file's layers are still being read: ask again in a moment"
+# How long a print whose file has stops waits for its layers at most (they are read at tens of MB/s, so
+# only a huge file or a stuck reader gets here); then it goes on, and a stop it passes meanwhile is said.
+LAYERS_WAIT_MAX = 60.0
 
 
 class Analysing(StopRefused):
@@ -44,6 +47,7 @@ class Scheduler:
         controller,
         layers_of: Callable[[str, Callable[[], None] | None], tuple | None],
         logger: logging.Logger | None = None,
+        layers_wait: float = LAYERS_WAIT_MAX,
     ):
         """`layers_of(disk, done)`: the file's (z, pos, offset) layers, or None while they are being read
         (then `done()` once they are)."""
@@ -56,6 +60,8 @@ class Scheduler:
         self._started_at = 0  # where OctoPrint started reading it (a recovered print: its offset)
         self._hold_lock = threading.Lock()
         self._held_for: str | None = None  # the print held until its layers are read (it has stops)
+        self._layers_wait = layers_wait
+        self._wait_timer: threading.Timer | None = None
 
     # ------------------------------------------------------------------ the running print
 
@@ -134,13 +140,29 @@ class Scheduler:
                 self._log.warning("SafePause: could not hold the print until its layers are read: %s", error)
                 return
             self._held_for = path
+            self._controller.set_waiting("layers")
+            self._wait_timer = threading.Timer(self._layers_wait, self._layers_late, (path,))
+            self._wait_timer.daemon = True
+            self._wait_timer.start()
         self._log.info("SafePause: the print of %s waits until its layers are read (it has scheduled stops)", path)
+
+    def _layers_late(self, path: str) -> None:
+        if self._held_for != path:
+            return
+        self._log.warning(
+            "SafePause: the layers of %s were not read within %g s: the print goes on without waiting", path, self._layers_wait
+        )
+        self._release_layers_hold()
 
     def _release_layers_hold(self) -> None:
         with self._hold_lock:
             path, self._held_for = self._held_for, None
             if path is None:
                 return
+            timer, self._wait_timer = self._wait_timer, None
+            if timer is not None:
+                timer.cancel()
+            self._controller.set_waiting(None)
             try:
                 self._port.set_hold(False)
             except RuntimeError as error:

@@ -26,6 +26,7 @@ KEYS = {
     "heater_action_in": "seconds until the heater policy acts next, or null",
     "change": "a filament change: {step: unloading, unloaded, purging or loaded, purged: mm}; null for a pause",
     "stops": "the running print's scheduled stops still ahead, in file order (docs/scheduled-stops.md)",
+    "waiting": "layers: the print waits (held, no pause) until its file's layers are read for its scheduled stops; else null",
 }
 
 # The part the sidebar gets twice a second: everything but the full snapshot.
@@ -34,11 +35,13 @@ UI_KEYS = tuple(key for key in KEYS if key != "snapshot")
 EVENT_KEYS = ("reason", "source", "file", "origin", "filepos", "position")
 
 
-def idle(since: float, holding: bool = False, error: str | None = None) -> dict:
+def idle(since: float, holding: bool = False, error: str | None = None, waiting: str | None = None) -> dict:
     """The status when no pause is live."""
     status = dict.fromkeys(KEYS)
     status.update(state="idle", since=since, holding=holding, error=error, warnings=[])
     status.update(heaters_off=False, stops=[])
+    if waiting is not None:
+        status.update(waiting=waiting, holding=True)
     return status
 
 

@@ -37,11 +37,11 @@ class Layers:
             done()
 
 
-def wired(make, tmp_path, ready=True):
+def wired(make, tmp_path, ready=True, **options):
     controller, comm, port, events = make()
     port.disk_path = lambda origin, path: comm.path if origin == "local" and path == "part.gcode" else None
     layers = Layers(tmp_path, ready)
-    scheduler = Scheduler(port, controller, layers)
+    scheduler = Scheduler(port, controller, layers, **options)
     actions = SimpleNamespace(controller=controller, scheduler=scheduler, recovery=None)
     return controller, comm, port, events, scheduler, layers, actions
 
@@ -83,8 +83,12 @@ def test_the_print_waits_for_its_layers_and_then_gets_its_files_stops(make, tmp_
     assert status == 409 and body["analysing"] is True, body
     # the file has stops: the print waits for its layers (OctoPrint's job hold), so none is missed
     assert comm.hold == 1 and comm.stream() == 0
+    state = controller.get_state()
+    assert (state["state"], state["waiting"], state["holding"]) == ("idle", "layers", True)
     layers.ready()
     assert comm.hold == 0
+    state = controller.get_state()
+    assert (state["waiting"], state["holding"]) == (None, False)
     assert [s["layer"] for s in controller.get_state()["stops"]] == [3]
     status, body = run(actions, "schedule", at={"every": 5})
     assert status == 200 and body["stop"]["layer"] == 6 and body["stop"]["scope"] == "print"
@@ -150,6 +154,22 @@ def test_a_stop_the_print_passed_before_its_layers_were_known_is_said(make, tmp_
     layers.ready()
     error = controller.get_state()["error"]
     assert "pause at layer 2" in error and "has started already" in error, error
+
+
+def test_a_print_whose_layers_do_not_come_goes_on_after_the_longest_wait(make, tmp_path):
+    controller, comm, port, events, scheduler, layers, actions = wired(make, tmp_path, ready=False, layers_wait=0.2)
+    port.save_file_stops("part.gcode", [{"id": "early", "at": {"layer": 2}}, {"id": "late", "at": {"layer": 20}}])
+    scheduler.on_event("PrintStarted", {"origin": "local", "path": "part.gcode"})
+    assert comm.hold == 1 and controller.get_state()["waiting"] == "layers"
+    # the reader never answers: the print is not held for ever
+    assert wait_for(lambda: comm.hold == 0, timeout=5)
+    assert controller.get_state()["waiting"] is None and controller.state == IDLE
+    assert comm.stream(max_lines=1000) == 1000
+    # the layers come late: the stop it passed meanwhile is said, the one ahead still fires
+    layers.ready()
+    state = controller.get_state()
+    assert "pause at layer 2" in state["error"] and "has started already" in state["error"], state
+    assert [s["id"] for s in state["stops"]] == ["late"]
 
 
 def test_at_a_height_counts_from_the_prints_first_layer_not_a_higher_prime_line(tmp_path):

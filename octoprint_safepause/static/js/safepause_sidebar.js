@@ -22,6 +22,7 @@ $(function () {
         self.source = ko.observable(null);
         self.warnings = ko.observableArray([]);
         self.error = ko.observable(null);
+        self.waiting = ko.observable(null); // "layers": held until the file's layers are read
         self.heatersOff = ko.observable(false);
         self.heaterActionIn = ko.observable(null);
         self.requesting = ko.observable(false);
@@ -50,9 +51,10 @@ $(function () {
                     if (self.printerState.isPaused() || self.printerState.isPausing()) {
                         return gettext("Paused by OctoPrint, not by SafePause");
                     }
-                    return self.printerState.isPrinting()
-                        ? gettext("Printing")
-                        : gettext("Not printing");
+                    if (!self.printerState.isPrinting()) return gettext("Not printing");
+                    return self.waiting() === "layers"
+                        ? gettext("Printing: waits until the file's layers are read (it has scheduled stops)")
+                        : gettext("Printing");
                 default:
                     return gettext("Unknown");
             }
@@ -140,6 +142,7 @@ $(function () {
             self.source(data.source || null);
             self.warnings(data.warnings || []);
             self.error(data.error || null);
+            self.waiting(data.waiting || null);
             self.heatersOff(!!data.heaters_off);
             self.heaterActionIn(
                 data.heater_action_in === undefined ? null : data.heater_action_in
