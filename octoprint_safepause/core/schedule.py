@@ -47,8 +47,14 @@ class Layer:
 
 
 def layers_from_index(raw) -> tuple:
-    """Layer objects from the index's (z, pos, offset) triples."""
-    return tuple(Layer(i + 1, float(z), int(pos), int(off)) for i, (z, pos, off) in enumerate(raw))
+    """The print's layers from the index's (z, pos, offset) triples, numbered as slicers number them:
+    layer 1 is the first at the print's lowest height. What the file deposits before it at another height
+    (an intro line at Z0.28 in the start G-code, above a 0.2 mm first layer) is no layer of the part."""
+    if not raw:
+        return ()
+    lowest = min(float(z) for z, _, _ in raw)
+    first = next(i for i, (z, _, _) in enumerate(raw) if float(z) <= lowest + LAYER_MATCH)
+    return tuple(Layer(i + 1, float(z), int(pos), int(off)) for i, (z, pos, off) in enumerate(raw[first:]))
 
 
 @dataclass(frozen=True)
@@ -218,11 +224,7 @@ def resolve(stop: Stop, layers: tuple, read_pos: int | None, line_end) -> Stop:
         raise StopRefused("the file has no layers (nothing in it extrudes)", 400)
     started = current_layer(layers, read_pos)
     if stop.kind == "z":
-        # from the first layer at the print's lowest height: a prime line printed higher before it (an
-        # intro line at Z0.28 under a 0.2 first layer) is not where the part reaches that height
-        lowest = min(la.z for la in layers)
-        first = next(i for i, la in enumerate(layers) if la.z <= lowest + LAYER_MATCH)
-        layer = next((la for la in layers[first:] if la.z >= stop.value - LAYER_MATCH), None)
+        layer = next((la for la in layers if la.z >= stop.value - LAYER_MATCH), None)
         if layer is None:
             raise StopRefused(f"the file has no layer at or above Z{stop.value:g} (its top layer is at Z{max(la.z for la in layers):g})", 400)
     elif stop.kind == "layer":

@@ -19,8 +19,8 @@ restart of OctoPrint.
 The server is this module's own (`server`): the virtual printer's hotend is pinned at 215 °C so that the
 files' M109/M190 return at once, it is put in absolute mode before each print (`printer_setup`), and the
 printer profile is the one each file was sliced for (scripts/corpus.py). Besides 13, the vase (0.2 mm
-steps, then 0.05 mm) and 02 (its intro line at Z0.28 is layer 1, above the first layer at Z0.2) are files
-whose layer steps differ.
+steps, then 0.05 mm) is a file whose layer steps change; 02 and 13 draw an intro line at Z0.28 before
+their first layer at Z0.2, which is no layer (layer 1 is the first layer, as in the slicer's preview).
 """
 
 from __future__ import annotations
@@ -169,7 +169,10 @@ def own_layers(lines, flavour: str) -> list:
         # "0.05 mm or more" in decimal terms: 0.70 - 0.65 is just under 0.05 in floats
         if z is not None and (not layers or not round(abs(z - layers[-1][0]), 6) < LAYER_STEP):
             layers.append((z, index))
-    return layers
+    # numbered from the first layer at the print's lowest height, as the slicer numbers them: an intro
+    # line printed higher before it is no layer
+    lowest = min((z for z, _ in layers), default=0.0)
+    return layers[next((i for i, (z, _) in enumerate(layers) if z <= lowest + 0.005), 0) :]
 
 
 def cut(part: Part, target: Path) -> Path:
@@ -692,16 +695,16 @@ def test_file_stops_survive_a_restart_and_an_unscheduled_one_does_not_fire(serve
 # A stop whose layer starts the moment a resume ends is taken too (the resume is over before its hold is
 # released: tests/unit/test_scheduled_stops.py); the stops here are spread out to see each pause apart.
 PLANS = {
-    # 02: layer 1 is the intro line at Z0.28, layer 2 the first layer at Z0.2 (lower), then 0.16 mm steps
+    # 02: an intro line at Z0.28 (no layer), layer 1 at Z0.2, then 0.16 mm steps
     "zhop": {"z": 3, "layer": 5, "every": 3, "next_after": 5},  # pauses before 3, 4, 5, 6, 7
     # 12: 0.3 mm first layer, then 0.2 mm
     "cura": {"z": 3, "layer": 5, "every": 3, "next_after": 5},
     # 04: three solid layers 0.2 mm apart, then the spiral: a layer every 0.05 mm; the height stop is the
     # first vase layer, where the step changes
     "vase": {"z": 4, "layer": 8, "every": 5, "next_after": 11},  # pauses before 4, 6, 8, 11, 12 or so
-    # 13: layer 1 the intro line at Z0.28 (as in 02), then Z0.2, 0.4, and steps shrinking 0.195, 0.165 ...
-    # to 0.08 mm from layer 10 (Z1.29): the height stop where the steps shrink, the layer stop where they
-    # are 0.08 mm, every 4 across both
+    # 13: the intro line of 02 (no layer), then Z0.2, 0.4, and steps shrinking 0.195, 0.165 ... to 0.08 mm
+    # from layer 9 (Z1.29): the height stop where the steps shrink, the layer stop where they are 0.08 mm,
+    # every 4 across both
     "variable": {"z": 6, "layer": 10, "every": 4, "next_after": 10},  # pauses before 5, 6, 9, 10, 11, 13
 }
 
@@ -726,12 +729,15 @@ def test_each_kind_of_stop_pauses_exactly_at_the_layer_start(server, key):
     if key == "vase":
         assert steps == {0.2, 0.05}, steps  # the layer height changes
     elif key == "variable":
-        above_intro = [round(b["z"] - a["z"], 3) for a, b in zip(layers[1:], layers[2:])]
+        steps = [round(b["z"] - a["z"], 3) for a, b in zip(layers, layers[1:])]
         # the G-code's Z: 0.2, 0.4, 0.595, 0.76, 0.901 ... 1.209, 1.289 (3 decimals)
-        assert above_intro[:4] == pytest.approx([0.2, 0.195, 0.165, 0.141], abs=0.0011), above_intro
-        assert above_intro[-4:] == pytest.approx([0.08] * 4, abs=0.0011), above_intro
-    elif key == "zhop":
-        assert layers[1]["z"] < layers[0]["z"], layers[:2]  # the intro line is layer 1, above layer 2
+        assert steps[:4] == pytest.approx([0.2, 0.195, 0.165, 0.141], abs=0.0011), steps
+        assert steps[-4:] == pytest.approx([0.08] * 4, abs=0.0011), steps
+    if key in ("zhop", "variable"):
+        # the intro line at Z0.28 before the first layer is no layer: layer 1 is the first layer at Z0.2
+        head = Toolhead(srv.part.flavour)
+        intro = {head.feed(line) for line, _ in srv.lines[: line_index(srv, layers[0]["pos"])]} - {None}
+        assert layers[0]["z"] == 0.2 and intro == {0.28}, (layers[0], intro)
 
     # the file's stops, set before printing: each answered with its layer, Z and file position
     z_layer, layer_layer, every = plan["z"], plan["layer"], plan["every"]

@@ -4,6 +4,7 @@ exact line (against the fake comm, whose position counting and tags are OctoPrin
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -98,6 +99,31 @@ def test_each_kind_of_stop_is_the_first_deposit_of_its_layer(path, flavour, tmp_
             tracker.feed(raw)
             assert tracker.state.e != before.e or tracker.state.retracted != before.retracted  # extrudes
             break
+
+
+_SLICER_Z = re.compile(rb"^;Z:([\d.]+)", re.MULTILINE)  # PrusaSlicer: each layer's height
+_CURA_LAYER = re.compile(rb"^;LAYER:(\d+)", re.MULTILINE)  # CuraEngine: each layer's number from 0
+
+
+@pytest.mark.parametrize("path,flavour", corpus_files(), ids=lambda v: getattr(v, "name", v))
+def test_layers_are_numbered_as_the_slicer_numbers_them(path, flavour, tmp_path):
+    """The slicer's layer comments are not read to find layers (where the file deposits is), but they
+    say how the slicer's preview numbers them: layer N here is the slicer's layer N, at its height (an
+    intro line at another height before the first layer is no layer). Spiral vase files are the
+    exception: a layer here every 0.05 mm of the rising spiral, one per turn for the slicer."""
+    data = path.read_bytes()
+    heights = [float(z) for z in _SLICER_Z.findall(data)]
+    cura = _CURA_LAYER.findall(data)
+    if not heights and not cura:
+        pytest.skip(f"{path.name} has no slicer layer comments")  # an extra file from another slicer
+    layers = layers_of(path, flavour, tmp_path)
+    if re.search(rb"^; spiral_vase = 1", data, re.MULTILINE):
+        assert len(layers) > len(heights) and layers[0].z == heights[0]
+        return
+    if heights:
+        assert [layer.z for layer in layers] == pytest.approx(heights, abs=0.0015)
+    else:
+        assert [int(n) for n in cura] == list(range(len(layers)))
 
 
 # ------------------------------------------------------------------ the controller

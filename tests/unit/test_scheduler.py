@@ -172,10 +172,15 @@ def test_a_print_whose_layers_do_not_come_goes_on_after_the_longest_wait(make, t
     assert [s["id"] for s in state["stops"]] == ["late"]
 
 
-def test_at_a_height_counts_from_the_prints_first_layer_not_a_higher_prime_line(tmp_path):
+def test_layers_are_numbered_from_the_first_layer_not_an_intro_line_printed_higher(tmp_path):
     from octoprint_safepause.core.schedule import layers_from_index, parse, resolve
 
-    layers = layers_from_index(Layers(tmp_path).info.layers)
-    assert (layers[0].z, layers[1].z) == (0.28, 0.2)  # the intro line, then the first layer
+    raw = Layers(tmp_path).info.layers
+    assert (raw[0][0], raw[1][0]) == (0.28, 0.2)  # where the file deposits: the intro line, the first layer
+    layers = layers_from_index(raw)
+    # layer 1 is the first layer (as the slicer's preview counts): the intro line is no layer of the part
+    assert (layers[0].number, layers[0].z, layers[0].pos) == (1, 0.2, raw[1][1])
+    assert len(layers) == len(raw) - 1
+    assert resolve(parse({"at": {"layer": 1}}, path=None, scope="print"), layers, None, lambda la: 0).layer.z == 0.2
     stop = parse({"at": {"z": 0.28}}, path=None, scope="print")
     assert resolve(stop, layers, None, lambda layer: 0).layer.z == 0.36
