@@ -14,12 +14,12 @@ import secrets
 from dataclasses import dataclass, field, replace
 
 from .gcode import parse_line
+from .gcode.fastscan import LAYER_MATCH
 from .gcode.replay import decoded_lines
 from .safety import MOVES, Problem, plain_line_problem
 
 KINDS = ("z", "layer", "next_layer", "every")
 ACTIONS = ("pause", "filament_change", "gcode")
-LAYER_MATCH = 0.005  # mm: "at Z" is the first layer at Z >= z - LAYER_MATCH (as "from a height")
 MAX_GCODE_LINES = 20
 MAX_STOPS = 50  # per file and per print
 MAX_MESSAGE = 200
@@ -46,15 +46,9 @@ class Layer:
     offset: int  # the same, in bytes
 
 
-def layers_from_index(raw) -> tuple:
-    """The print's layers from the index's (z, pos, offset) triples, numbered as slicers number them:
-    layer 1 is the first at the print's lowest height. What the file deposits before it at another height
-    (an intro line at Z0.28 in the start G-code, above a 0.2 mm first layer) is no layer of the part."""
-    if not raw:
-        return ()
-    lowest = min(float(z) for z, _, _ in raw)
-    first = next(i for i, (z, _, _) in enumerate(raw) if float(z) <= lowest + LAYER_MATCH)
-    return tuple(Layer(i + 1, float(z), int(pos), int(off)) for i, (z, pos, off) in enumerate(raw[first:]))
+def layers_from_index(part_layers) -> tuple:
+    """Layer objects, numbered from 1, from the part's (z, pos, offset) layers (IndexStore.layers)."""
+    return tuple(Layer(i + 1, float(z), int(pos), int(off)) for i, (z, pos, off) in enumerate(part_layers))
 
 
 @dataclass(frozen=True)

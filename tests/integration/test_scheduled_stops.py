@@ -40,7 +40,7 @@ def wired(rig):
 def scheduled(controller, job, tmp_path, **request):
     """The running print's schedule (as the Scheduler makes it at PrintStarted) with one stop."""
     info = fastscan.build_index(job.disk_path, "marlin", str(tmp_path / "index.idx"))
-    controller.set_schedule(Schedule(job.path, job.disk_path, layers_from_index(info.layers)))
+    controller.set_schedule(Schedule(job.path, job.disk_path, layers_from_index(fastscan.part_layers(info.layers))))
     return controller.schedule_stop(parse(request, path=None, scope="print"))
 
 

@@ -702,7 +702,8 @@ def test_a_bed_that_cooled_far_below_the_print_is_named_before_anything_moves(en
 
 def _deposit_layers(path) -> list[float]:
     """Independently of the tracker: the Z of every layer of a file with absolute XYZ and relative E
-    (file 02): the heights at which a move with X or Y extrudes; z-hop travel never extrudes."""
+    (file 02): the heights at which a move with X or Y extrudes; z-hop travel never extrudes. From the
+    first at the lowest height: 02's intro line at Z0.28 before its first layer at Z0.2 is no layer."""
     z, layers = None, []
     for raw in path.read_text(errors="replace").splitlines():
         words = raw.split(";", 1)[0].split()
@@ -713,7 +714,7 @@ def _deposit_layers(path) -> list[float]:
         deposit = params.get("E", 0) > 0 and ("X" in params or "Y" in params) and z is not None
         if deposit and (not layers or abs(z - layers[-1]) >= 0.05):
             layers.append(z)
-    return layers
+    return layers[layers.index(min(layers)) :]
 
 
 def test_any_file_from_a_height_lists_its_layers_and_resumes_at_the_first_deposit_there(env):
@@ -734,6 +735,10 @@ def test_any_file_from_a_height_lists_its_layers_and_resumes_at_the_first_deposi
     assert at["layer_z"] == wanted and at["pos"] == at["start"] == layer["pos"]
     assert at["prelude"] and at["prelude_error"] is None and at["choices"]["position_kept"] is True
     assert at["line"].split(";")[0].strip() == _line_from(src, layer["pos"])
+    # between the first layer (Z0.2) and the intro line's height (Z0.28): the second layer, never the
+    # intro line drawn before the first layer (resuming there would print the first layer again)
+    low = service.from_height("bunny.gcode", z=0.25)
+    assert (zs[:2], low["layer_z"], low["pos"]) == ([0.2, 0.36], 0.36, answer["layers"][1]["pos"])
     reply = service.recover(path="bunny.gcode", z=wanted - 0.003)
     assert reply["start"] == layer["pos"] and reply["prelude"] == at["prelude"]
     wire = env.printer.wire

@@ -29,7 +29,7 @@ make = test_controller.make  # the fixture
 
 def layers_of(path, flavour="marlin", tmp=None):
     info = fastscan.build_index(str(path), flavour, str(tmp / (path.name + ".idx")))
-    return layers_from_index(info.layers)
+    return layers_from_index(fastscan.part_layers(info.layers))  # as the scheduler gets them
 
 
 def stop(at, action="pause", **more):

@@ -26,7 +26,7 @@ class Layers:
 
     def __call__(self, disk, done):
         if self.is_ready:
-            return self.info.layers
+            return fastscan.part_layers(self.info.layers)  # as IndexStore.layers answers
         if done is not None:
             self.waiting.append(done)
         return None
@@ -177,7 +177,7 @@ def test_layers_are_numbered_from_the_first_layer_not_an_intro_line_printed_high
 
     raw = Layers(tmp_path).info.layers
     assert (raw[0][0], raw[1][0]) == (0.28, 0.2)  # where the file deposits: the intro line, the first layer
-    layers = layers_from_index(raw)
+    layers = layers_from_index(fastscan.part_layers(raw))
     # layer 1 is the first layer (as the slicer's preview counts): the intro line is no layer of the part
     assert (layers[0].number, layers[0].z, layers[0].pos) == (1, 0.2, raw[1][1])
     assert len(layers) == len(raw) - 1

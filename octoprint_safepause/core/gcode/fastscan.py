@@ -53,6 +53,7 @@ __all__ = [
 CHECKPOINT_EVERY = 128 * 1024  # bytes between checkpoints: bounds the lines fed per lookup
 LAYER_EPS = 0.05  # mm: a deposit this far from the layer's Z starts a new layer (vase mode: every 0.05 mm)
 _SAME_LAYER = LAYER_EPS - 1e-9  # a step of exactly 0.05 mm is a new layer, even as 0.7 - 0.65 in floats
+LAYER_MATCH = 0.005  # mm: "at Z" / "from Z" is the first layer at Z >= z - LAYER_MATCH
 Z_WINDOW = 32  # lines before pos the printer may not have run yet (OctoPrint's read-ahead, firmware buffers)
 LOOKAHEAD = 256 * 1024  # bytes searched after pos for the next deposit
 FINGERPRINT_BYTES = 1 << 20
@@ -283,6 +284,17 @@ class IndexInfo:
     # the file's layers, from a complete index: (logical Z of its first deposit, OctoPrint's position
     # and the byte offset of that deposit's line)
     layers: tuple = ()
+
+
+def part_layers(layers) -> tuple:
+    """The part's layers among the index's: from the first at the print's lowest height on, as slicers
+    number them. What the start G-code deposits before it at another height (an intro line at Z0.28 above
+    a 0.2 mm first layer) is no layer of the part: not a layer to stop at, nor one to resume from."""
+    if not layers:
+        return ()
+    lowest = min(z for z, _, _ in layers)
+    first = next(i for i, (z, _, _) in enumerate(layers) if z <= lowest + LAYER_MATCH)
+    return tuple(layers[first:])
 
 
 def _header(path, flavour: str, every: int, tools: int | None) -> dict:

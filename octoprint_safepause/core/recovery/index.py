@@ -141,14 +141,14 @@ class IndexStore:
                 self._log.exception("SafePause: after the index build")
 
     def layers(self, disk: str, fp: dict, flavour: str, tools: int, done: Callable[[], None] | None = None):
-        """The file's layers from its complete index ((z, pos, offset) triples), or None while the index is
-        being built (started now if need be; `done()` when it ends)."""
+        """The part's layers (fastscan.part_layers) from the file's complete index ((z, pos, offset)
+        triples), or None while the index is being built (started now if need be; `done()` when it ends)."""
         index = self.path(disk, fp, flavour, tools)
         info = fastscan.index_info(index, disk, flavour, tools=tools)
         if not (info.valid and info.complete):
             self.build(disk, fp, flavour, tools, done)
             info = fastscan.index_info(index, disk, flavour, tools=tools)  # (done already by a synchronous spawn)
-        return info.layers if info.valid and info.complete else None
+        return fastscan.part_layers(info.layers) if info.valid and info.complete else None
 
     def _prune(self, keep: Path) -> None:
         try:

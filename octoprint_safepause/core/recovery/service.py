@@ -53,7 +53,6 @@ MAX_PRELUDE_LINES = 300
 MAX_LINE = 200
 MAX_JOG = 10.0  # mm per touch-off jog
 EPS_JOG = 1e-6
-LAYER_MATCH = 0.005  # mm: "from Z" takes the first layer at Z >= z - LAYER_MATCH
 BED_COOLED_BY = 15.0  # °C below the print's bed temperature that deserve a warning
 ENDED = ("PrintFailed", "PrintCancelled", "Disconnected", "Error")
 
@@ -492,7 +491,7 @@ class RecoveryService:
         layers = self._indexes.layers(disk, fp, flavour, tools)
         if layers is None:
             raise RecoveryRefused("the file's layers are still being found: confirm again in a moment")
-        following = next((layer for layer in layers if layer[0] > top + LAYER_MATCH * 5), None)
+        following = next((layer for layer in layers if layer[0] > top + fastscan.LAYER_MATCH * 5), None)
         if following is None:
             raise RecoveryRefused("the print stopped in its last layer: there is no layer after it")
         at_next = self._indexes.analyse(disk, fp, int(following[1]), flavour, tools, -1)
@@ -573,7 +572,7 @@ class RecoveryService:
         ]
         if z is None:
             return out, None
-        chosen = next((layer for layer in layers if layer[0] >= float(z) - LAYER_MATCH), None)
+        chosen = next((layer for layer in layers if layer[0] >= float(z) - fastscan.LAYER_MATCH), None)
         if chosen is None:
             raise RecoveryRefused(f"the file has no layer at or above Z{float(z):g}", 400)
         if not position_kept:
