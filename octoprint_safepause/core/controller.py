@@ -97,6 +97,7 @@ class PauseToken:
     warnings: list[str] = field(default_factory=list)
     snapshot: dict | None = None  # state.as_dict(), made once for the status
     change: str | None = None  # a filament change: its step (unloading, unloaded, purging, loaded)
+    unloaded: bool = False  # the unload went out (a recovery must load before it goes on)
     loaded: bool = False  # the new filament was pushed in (load_length)
     purged: float = 0.0  # mm purged at the change position so far
     stops: list = field(default_factory=list)  # the scheduled stops reached at this line
@@ -611,7 +612,11 @@ class PauseController:
                 self._correct_recovery(token)  # now with the lifted nozzle's height
                 self._send(self._pause_template_lines(token, values, profile, settings, volume), TAG_PAUSE)
                 if token.change is not None:
-                    self._send(self._unload_lines(token, values, profile, volume), TAG_PAUSE)
+                    unload = self._unload_lines(token, values, profile, volume)
+                    if unload:
+                        token.unloaded = True  # before it goes out: part of it may reach the printer
+                        self._correct_recovery(token)
+                    self._send(unload, TAG_PAUSE)
                 # Paused once the printer has the whole park (a busy printer, deep in an M109, takes it
                 # later): until then the lines go out numbered, as OctoPrint numbers them only while printing
                 self._port.sync({TAG_PAUSE}, lambda: self._requests.put_nowait(("parked", token)))
@@ -818,6 +823,8 @@ class PauseController:
             token.loaded = True
             token.change = filament.LOADED
             token.purged += length
+        if token.unloaded:
+            self._correct_recovery(token)  # loaded: a recovery from here needs no load
         if heaters_off:
             token.heaters = HeaterClock(held_at=time.time())  # hot again: the policy starts over
         self._emit("filament_change", self._change_payload(token))
@@ -1120,7 +1127,8 @@ class PauseController:
             if token.filepos is None:
                 return
             z = token.plan.travel_z if token.pause_sent and token.plan is not None else None
-            self._recovery.correct_position(token.job.origin, token.job.path, token.filepos, z=z)
+            unloaded = token.unloaded and not token.loaded
+            self._recovery.correct_position(token.job.origin, token.job.path, token.filepos, z=z, unloaded=unloaded)
         except Exception:
             self._log.exception("SafePause: could not correct the recovery position")
 

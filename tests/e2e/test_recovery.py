@@ -41,6 +41,7 @@ RECOVERY_FIELDS = {
     "state",
     "prelude",
     "warnings",
+    "unloaded",
     "status",
 }
 _WORDS = re.compile(r"([A-Z])([-+]?[\d.]+)")
@@ -410,6 +411,37 @@ def test_octoprint_ending_during_a_hold_recovers_from_the_held_line_at_the_lifte
     kept = get_recovery(sp_server, position_kept=True)
     travel = next(words(line)["Z"] for line in kept["prelude"] if line.startswith("G1 Z"))
     assert travel >= parked.logical()[2] - TOL, "the position-kept prelude travels below the lifted nozzle"
+    _, rest = recover_and_check(sp_server, dict(rec, z_range=[0.0, 0.0]), before)
+    assert rest[0] == saved_line, f"the saved line {saved_line!r} was not the first one sent, got {rest[:3]}"
+
+
+def test_octoprint_killed_during_a_filament_change_loads_the_filament_before_it_recovers(sp_server):
+    """The filament was pulled out for a change when OctoPrint was killed: the recovery says to put the
+    new filament in, and its prelude loads and purges it at the park once hot, before the prime and before
+    anything of the part is printed; then the held line, once."""
+    start = sp_server.start_print(PAUSE_AT)
+    status, body = sp_server.command("change_filament", reason="e2e change, then killed")
+    assert status == 202, (status, body)
+    paused = sp_server.wait_sp("paused")
+    assert paused["change"]["step"] == "unloaded", paused["change"]
+    saved_line, filepos = paused["saved_line"], paused["filepos"]
+    sp_server.wait_serial_quiet(start)
+    before = [cmd for _, cmd in sp_server.sends(start, sp_server.serial_mark()) if not cmd.startswith("M110")]
+    k = sp_server.held_line_index(filepos)
+    assert "G1 E-15 F3000" in before[k:], before[k:]  # the unload's quick pull reached the printer
+    sp_server.sb.restart(kill=True)
+    sp_server.sb.connect(profile="corpus_210x210x205")
+    sp_server.wait_sp("idle")
+
+    rec = get_recovery(sp_server)
+    assert rec is not None and rec["valid"] and rec["source"] == "hold" and rec["unloaded"] is True, rec
+    assert rec["pos"] == filepos
+    assert any("put the new filament in" in w for w in rec["warnings"]), rec["warnings"]
+    prelude = rec["prelude"]
+    heated = max(i for i, line in enumerate(prelude) if line.startswith(("M109", "M190")))
+    load, purge = prelude.index("G1 E90 F360"), prelude.index("G1 E30 F180")  # the change's defaults
+    back = next(i for i in range(purge, len(prelude)) if prelude[i].startswith("G1 X"))
+    assert heated < load < purge < back, prelude
     _, rest = recover_and_check(sp_server, dict(rec, z_range=[0.0, 0.0]), before)
     assert rest[0] == saved_line, f"the saved line {saved_line!r} was not the first one sent, got {rest[:3]}"
 

@@ -410,9 +410,11 @@ class RecordingRecovery:
 
     def __init__(self):
         self.corrections: list[int] = []
+        self.unloaded: list[bool] = []  # each correction's: the filament was out for a change
 
-    def correct_position(self, origin, path, pos, z=None):
+    def correct_position(self, origin, path, pos, z=None, unloaded=False):
         self.corrections.append(pos)
+        self.unloaded.append(unloaded)
         return True
 
     def shadow_start(self, origin, path, *, flavour, tools):

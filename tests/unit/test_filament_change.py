@@ -180,6 +180,18 @@ def test_a_change_that_ends_badly_is_recovered_from_after_its_m600(make):
     assert set(recovery.corrections) == {after_m600}
 
 
+def test_the_recovery_knows_while_the_filament_is_out(make):
+    """Killed or disconnected during a change: the recovery must load before it prints. Its record says
+    so from the moment the unload goes out until the new filament is loaded."""
+    recovery = test_controller.RecordingRecovery()
+    controller, comm, port, events = changed(make, recovery=recovery)
+    assert recovery.unloaded[0] is False and recovery.unloaded[-1] is True  # the hold, then the unload
+    controller.purge(10)
+    assert wait_for(lambda: controller.get_state()["change"] == {"step": "loaded", "purged": 10.0})
+    assert wait_for(lambda: recovery.unloaded[-1] is False)  # loaded: nothing to load any more
+    assert len(set(recovery.corrections)) == 1  # always the held line
+
+
 def test_cancel_during_a_change_drops_nothing_of_the_file_and_restores_the_modes(make):
     controller, comm, port, events = changed(make)
     controller.cancel()

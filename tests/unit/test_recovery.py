@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from octoprint_safepause.core.filament import ChangeSettings
 from octoprint_safepause.core.gcode import FLAVOURS, StateTracker
 from octoprint_safepause.core.gcode.fastscan import SETTINGS_COMMANDS, build_index, scan
 from octoprint_safepause.core.recovery.prelude import (
@@ -117,8 +118,10 @@ def check(
     start: str,
     motion: MotionSettings,
     rsettings: RecoverySettings,
+    load: ChangeSettings | None = None,
 ) -> Prelude | None:
-    """One recovery; returns the prelude, or None when build_prelude refused for want of room."""
+    """One recovery (with `load`: stopped during a filament change with the filament out); returns the
+    prelude, or None when build_prelude refused for want of room."""
     path, flavour, volume = pr.path, pr.flavour, pr.volume
     pos = pr.ends[k_rec - 1]
     at_pos = scan(path, pos, flavour, index=pr.index)
@@ -127,7 +130,7 @@ def check(
     where = f"{path.name} exec line {k_exec} rec line {k_rec} kept={kept} start={start}"
     try:
         prelude = build_prelude(
-            at_pos, at_start, volume, motion, rsettings, position_kept=kept, start=start, flavour=flavour
+            at_pos, at_start, volume, motion, rsettings, position_kept=kept, start=start, flavour=flavour, load=load
         )
     except RecoveryError as error:
         # refused: only when there really is no room above the print, or nothing known yet
@@ -135,6 +138,11 @@ def check(
         assert "no room" in message or "unknown" in message, f"{message}: {where}"
         return None
     where += f" prelude={prelude.lines}"
+    if load is not None:
+        # loaded and purged before the prime, or said that it must be done by hand
+        loads = prelude.lines.count(f"G1 E{load.load_length:g} F{load.load_speed * 60:g}")
+        by_hand = any("load it by hand" in w for w in prelude.warnings)
+        assert (loads, by_hand) in ((1, False), (0, True)), where
     assert prelude.start_pos <= pos and prelude.start == prelude.start_pos  # UTF-8 corpus: same counts
     # the one safety check that every prelude passes before it is sent accepts the built one
     assert prelude_check(at_pos, volume, kept, flavour=flavour).check(prelude.lines) == [], where
@@ -248,9 +256,10 @@ def test_corpus_recoveries_are_safe_and_continue_exactly(name, tmp_path):
             top_margin=case.choice([0.0, 1.5]),
         )
         rsettings = RecoverySettings(prime_length=case.choice([0.0, 3.0]), park=case.choice(["auto", None]))
+        load = case.choice([None, ChangeSettings()])
         for kept in (False, True):
             for start in (POSITION, LAYER):
-                prelude = check(pr, k_exec, k_rec, kept, start, motion, rsettings)
+                prelude = check(pr, k_exec, k_rec, kept, start, motion, rsettings, load)
                 done += prelude is not None
                 refused += prelude is None
     assert done >= refused  # mostly recoverable; refusals only near the top of the tall files

@@ -513,6 +513,37 @@ def test_a_hold_survives_octoprint_stopping_or_being_killed(env, octoprint_wrote
     assert float(travel.split()[1][1:]) >= 11.65  # never lowered onto a part taller than the record says
 
 
+@pytest.mark.parametrize("position_kept", (False, True))
+def test_a_hold_killed_with_the_filament_out_for_a_change_loads_it_before_anything_prints(env, position_kept):
+    service = env.make()
+    _start(env, service)
+    held = 263_996
+    service.correct_position("local", "p.gcode", held, z=11.65, unloaded=True)
+    info = env.make().get_recovery(position_kept=position_kept)  # the next start
+    assert info["valid"] and info["unloaded"] is True and info["source"] == "hold"
+    warning = next(w for w in info["warnings"] if "filament change" in w)
+    assert "put the new filament in" in warning and "loads 90 mm and purges 30 mm" in warning, warning
+    prelude = info["prelude"]
+    # hot first, then the change's load and purge where the prime happens, then the prime, then back
+    heated = max(i for i, line in enumerate(prelude) if line.startswith(("M109", "M190")))
+    load, purge = prelude.index("G1 E90 F360"), prelude.index("G1 E30 F180")
+    back = next(i for i in range(purge, len(prelude)) if prelude[i].startswith("G1 X"))
+    primed = next(i for i in range(purge + 1, len(prelude)) if prelude[i].startswith("G1 E"))
+    assert heated < load < purge < primed < back, prelude
+    assert prelude[load - 1] == prelude[purge - 1] == "M83"
+    service = env.make()
+    env.printer.state = "OPERATIONAL"  # (OctoPrint was killed: the printer stopped with it)
+    env.printer.wire.clear()
+    service.recover(position_kept=position_kept)
+    assert [line for _, line in env.printer.wire[: len(prelude)]] == prelude
+    # the new filament went in during the hold: no load
+    _start(env, service)
+    service.correct_position("local", "p.gcode", held, z=11.65, unloaded=False)
+    info = env.make().get_recovery(position_kept=position_kept)
+    assert info["unloaded"] is False and "G1 E90 F360" not in info["prelude"]
+    assert not any("filament change" in w for w in info["warnings"])
+
+
 def test_a_resumed_hold_no_longer_moves_the_recovery(env):
     service = env.make(live_interval=0)
     _start(env, service)

@@ -30,6 +30,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from .. import filament
 from ..gcode.fastscan import ScanResult
 from ..gcode.state import KLIPPER, MARLIN, PRUSA, RRF
 from ..safety import SafetyCheck
@@ -260,13 +261,16 @@ def build_prelude(
     start: str = POSITION,
     flavour: str | None = None,
     nozzle_z: float | None = None,
+    load: filament.ChangeSettings | None = None,
 ) -> Prelude:
     """The prelude for resuming at `at_start` (the recorded position `at_pos`, or the start of its layer).
 
     `at_pos` describes where the print died (Z window, highest deposit, commands seen); `at_start` the
     state the file expects where it resumes (None: `at_pos`). `nozzle_z`: the logical Z (frame at the
     recorded position) the nozzle is known to be at, instead of the Z window: a SafePause hold that ended
-    badly had lifted it there. Raises RecoveryError when it cannot be made safe: position unknown, an
+    badly had lifted it there. `load`: the print stopped during a filament change with the filament pulled
+    out; it is loaded and purged at the park (as the change's "Load and purge") before the prime. Raises
+    RecoveryError when it cannot be made safe: position unknown, an
     unknown G92 frame, no room above the print to travel.
     """
     settings = settings or RecoverySettings()
@@ -379,6 +383,7 @@ def build_prelude(
             lines.append(f"G1 X{_num(px - frame_x)} Y{_num(py - frame_y)} {xy_speed}")
             at_park = True
     lines += _heat(state, flavour)
+    loaded = False
     if not any(v and v > 0 for v in (state.tool_temps or {}).values()):
         warnings.append("no hotend temperature set before this point: nothing is heated, nothing primed")
     elif not _hot_enough(state, motion):
@@ -388,7 +393,20 @@ def build_prelude(
         if state.uses_fw_retract:
             lines += ["G11"] + (["G10"] if state.fw_retracted else [])
     else:
+        if load is not None:
+            lines += filament.load_lines(load) + filament.purge_lines(load.purge_length, load)
+            loaded = True
         lines += _prime(state, motion, settings, maybe_fw_retracted=position_kept)
+    if load is not None:
+        warnings.insert(
+            0,
+            f"the print stopped during a filament change, with the filament pulled out: put the new "
+            f"filament in before recovering; the recovery loads {_num(load.load_length)} mm and purges "
+            f"{_num(load.purge_length)} mm at the park first"
+            if loaded
+            else "the print stopped during a filament change, with the filament pulled out, and it cannot "
+            "be loaded here (no park position or no hot hotend): load it by hand before recovering",
+        )
 
     # ---- back over the start point at the travel height, then down
     mx, my = state.x + ox, state.y + oy  # machine XY of the start point

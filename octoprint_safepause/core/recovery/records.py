@@ -11,7 +11,8 @@ It keeps no hash of the file, and nothing at all when the host itself loses powe
 * ``jobs``: each started print's fingerprint (size, mtime, hashes of its ends) and flavour, to tell
   later that the file has not changed since;
 * ``correction``: where a SafePause hold that ended badly really stopped (OctoPrint's position lies
-  after the held line, which never reached the printer).
+  after the held line, which never reached the printer), and whether a filament change had pulled the
+  filament out (``unloaded``: the recovery loads it first).
 
 The record stays until it is recovered, discarded, or a later print finishes normally. Writes are
 atomic (a power loss leaves the old or the new file, never half of one).
@@ -36,7 +37,13 @@ def _key(origin: str, path: str) -> str:
 
 def public(record: dict) -> dict:
     """The record as events and the API show it."""
-    return {k: record.get(k) for k in ("origin", "path", "pos", "date", "source", "z")}
+    return {k: record.get(k) for k in ("origin", "path", "pos", "date", "source", "z", "unloaded")}
+
+
+def _held_at(item: dict, fix: dict) -> dict:
+    """The record of a print whose SafePause hold ended badly: where the held line starts, the height
+    the pause lifted the nozzle to, and whether a filament change had pulled the filament out."""
+    return dict(item, pos=fix["pos"], source="hold", z=fix.get("z"), unloaded=bool(fix.get("unloaded")))
 
 
 class RecoveryRecords:
@@ -98,7 +105,7 @@ class RecoveryRecords:
                 fix = self._data.get("correction")
                 if fix and (fix["origin"], fix["path"]) == (item["origin"], item["path"]):
                     # held when OctoPrint stopped (or was killed): the held line, the lifted nozzle
-                    item.update(pos=fix["pos"], source="hold", z=fix.get("z"))
+                    item = _held_at(item, fix)
                 self._adopt(item)
             self._sync()
             self._save()
@@ -165,7 +172,7 @@ class RecoveryRecords:
                 self._data["correction"] = None
                 self._save()
 
-    def correct(self, origin: str, path: str, pos: int, z: float | None) -> bool:
+    def correct(self, origin: str, path: str, pos: int, z: float | None, unloaded: bool = False) -> bool:
         """A SafePause hold ended badly at `pos` (see RecoveryService.correct_position). Returns True when
         OctoPrint's data was rewritten now."""
         with self.lock:
@@ -175,6 +182,7 @@ class RecoveryRecords:
                 "path": path,
                 "pos": int(pos),
                 "z": z,
+                "unloaded": bool(unloaded),
                 "date": self._clock(),
             }
             record = self._data.get("record")
@@ -185,7 +193,7 @@ class RecoveryRecords:
                 and (record.get("origin"), record.get("path")) == (origin, path)
                 and float(record.get("date") or 0) >= started
             ):
-                self._set_record(dict(record, pos=int(pos), source="hold", z=z))
+                self._set_record(_held_at(record, self._data["correction"]))
             done = self._apply_correction()
             self._save()
             return done
@@ -279,7 +287,7 @@ class RecoveryRecords:
             return
         fix = self._data.get("correction")
         if fix and fix["origin"] == item["origin"] and fix["path"] == item["path"]:
-            item.update(pos=fix["pos"], source="hold", z=fix.get("z"))
+            item = _held_at(item, fix)
         else:
             record = self._data.get("record") or {}
             same = all(record.get(k) == item[k] for k in ("origin", "path", "pos", "date"))

@@ -31,7 +31,7 @@ from typing import Any, Callable
 from ..gcode import PROBING_COMMANDS, StateTracker, fastscan, parse_line
 from ..safety import Problem, plain_line_problem
 from ..sequences import MotionSettings, Volume
-from ..settings_schema import motion_kwargs
+from ..settings_schema import change_settings, motion_kwargs
 from . import delivered as delivery
 from .index import Fingerprints, IndexStore
 from .prelude import (
@@ -157,15 +157,18 @@ class RecoveryService:
         self._last_live = now
         self._records.note_progress(origin, path, pos, now)
 
-    def correct_position(self, origin: str, path: str, pos: int, z: float | None = None) -> bool:
+    def correct_position(
+        self, origin: str, path: str, pos: int, z: float | None = None, unloaded: bool = False
+    ) -> bool:
         """A SafePause hold ended in a disconnect, error or cancel: OctoPrint recorded a position after
         the line(s) the hold suppressed, which never reached the printer. Point the recovery at `pos`
         (where the suppressed line starts) instead: now, and again whenever OctoPrint writes its data for
         this print later (a cancel during a hold records it only when the hold is released). `z`: the
         logical Z the pause had lifted the nozzle to (plan.travel_z), when its lines went out; a
-        position-lost recovery declares that instead of guessing from the file. Returns True when
-        OctoPrint's data was rewritten now."""
-        return self._records.correct(origin, path, pos, None if z is None else float(z))
+        position-lost recovery declares that instead of guessing from the file. `unloaded`: a filament
+        change had pulled the filament out (and not loaded the new one): the recovery loads it first.
+        Returns True when OctoPrint's data was rewritten now."""
+        return self._records.correct(origin, path, pos, None if z is None else float(z), unloaded)
 
     def hold_released(self) -> None:
         """A SafePause hold was resumed: the position it recorded no longer applies."""
@@ -272,6 +275,7 @@ class RecoveryService:
             "pos": int(record["pos"]),
             "date": record.get("date"),
             "source": record.get("source"),
+            "unloaded": bool(record.get("unloaded")),  # a filament change had pulled the filament out
             "valid": False,
             "error": None,
             "status": "ready",
@@ -328,7 +332,7 @@ class RecoveryService:
         )
         profile = self._port.profile() or {}
         try:
-            prelude = self._prelude(at_pos, at_layer, position_kept, start, flavour, nozzle_z, profile)
+            prelude = self._prelude(at_pos, at_layer, position_kept, start, flavour, nozzle_z, profile, out["unloaded"])
         except RecoveryError as refusal:
             out.update(prelude=None, prelude_error=str(refusal), start=None)
             return out, None, None
@@ -372,10 +376,11 @@ class RecoveryService:
         return None if unsent is None else int(record["pos"]) - unsent
 
     def _prelude(
-        self, at_pos, at_layer, position_kept: bool, start: str, flavour: str, nozzle_z, profile: dict
+        self, at_pos, at_layer, position_kept: bool, start: str, flavour: str, nozzle_z, profile: dict, unloaded=False
     ):
         values = self._settings() or {}
         motion = MotionSettings(**motion_kwargs(values, profile))
+        load = change_settings(values, profile) if unloaded else None
         return build_prelude(
             at_pos,
             at_layer if start == LAYER else None,
@@ -386,6 +391,7 @@ class RecoveryService:
             start=start,
             flavour=flavour,
             nozzle_z=nozzle_z,
+            load=load,
         )
 
     def discard(self) -> bool:
