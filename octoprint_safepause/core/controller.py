@@ -23,7 +23,7 @@ from typing import Callable
 from . import filament, status
 from .gcode import MODELLED_COMMANDS, StateTracker, parse_line
 from .gcode.follower import FileFollower
-from .gcode.state import PRUSA
+from .gcode.state import KLIPPER, PRUSA
 from .heater_clock import HeaterClock
 from .port import JobInfo, PrinterPort
 from .safety import SafetyCheck, check_pause, check_resume, left_as_found
@@ -69,6 +69,8 @@ _SCRIPT_TAGS = frozenset("script:" + name for name in OCTOPRINT_PAUSE_SCRIPTS)
 # The file's filament change, run by the host (the filament_change setting)
 CHANGE_COMMANDS = frozenset(["M600"])
 PRUSA_PAUSES = frozenset(["M601"])
+HOST_PAUSES = frozenset(["@pause"])  # OctoPrint's host command
+KLIPPER_PAUSE = "pause"  # Klipper's PAUSE macro (first word, lower case)
 
 
 # The print's own states: a command the cancel or end script sends after the print, while its file is
@@ -139,6 +141,7 @@ class PauseController:
         # pause commands, as OctoPrint passes them to the hook (None: a host command such as @pause).
         self._take_over = True
         self._file_pauses: frozenset = frozenset()
+        self._host_pauses: frozenset = HOST_PAUSES  # file lines with no G/M code that are pauses
         # The running print's scheduled stops: the hook looks for the tag OctoPrint gives the next one's
         # line (filepos:<its end>) among the file's moves only (_file_watch), nothing while none is set.
         self._schedule: Schedule | None = None
@@ -173,8 +176,12 @@ class PauseController:
                 codes = frozenset(self._port.pausing_commands()) | {None}
             except Exception:
                 self._log.exception("SafePause: could not read OctoPrint's pausing commands")
-        if self._take_over and self._flavour() == PRUSA:
+        flavour = self._flavour()
+        if self._take_over and flavour == PRUSA:
             codes |= PRUSA_PAUSES  # Prusa's "pause print", as M0 elsewhere
+        # Klipper's PAUSE macro, which slicers write for a Klipper printer's "pause print": a line with no
+        # G/M code, as @pause (None is among the codes looked at whenever the pause is taken over)
+        self._host_pauses = HOST_PAUSES | ({KLIPPER_PAUSE} if flavour == KLIPPER else frozenset())
         if values.get("filament_change", "host") == "host":
             codes |= CHANGE_COMMANDS
         self._file_pauses = codes
@@ -280,13 +287,15 @@ class PauseController:
         return (None,) if started else None
 
     def _file_pause(self, cmd, gcode, tags):
-        """M0 / M1 / M25 / @pause in the print file: a SafePause pause at exactly this line. The command
-        itself is not sent; the next line waits behind the hold and goes out on resume."""
+        """M0 / M1 / M25 / @pause (on Klipper also PAUSE) in the print file: a SafePause pause at exactly
+        this line. The command itself is not sent; the next line waits behind the hold and goes out on
+        resume."""
+        name = gcode
         if gcode is None:
             word = cmd.split(None, 1)[0].lower() if cmd.strip() else ""
-            if word != "@pause":
+            if word not in self._host_pauses:
                 return None
-        name = gcode or "@pause"
+            name = word if word.startswith("@") else word.upper()
         line = next((tag[9:] for tag in tags if tag.startswith("fileline:")), None)
         reason = f"{name} in the file" + (f" (line {line})" if line else "")
         change = gcode in CHANGE_COMMANDS

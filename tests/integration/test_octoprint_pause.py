@@ -179,6 +179,26 @@ def test_the_files_m0_and_at_pause_pause_exactly_there(rig, wired, tmp_path):
     assert [name for name, _ in pause_events(rig)] == ["PrintPaused", "PrintResumed"] * 2
 
 
+def test_klippers_pause_macro_in_the_file_pauses_exactly_there(rig, wired, tmp_path):
+    """On Klipper a slicer's "pause print" is its PAUSE macro: held back by SafePause at that line as M0
+    is elsewhere, never sent (Klipper would pause on its own while OctoPrint went on sending)."""
+    controller = wired(flavour="klipper").controller
+    base = head_and_tail(SMALL, tmp_path, head_layers=20)
+    path = with_lines(base, tmp_path, {900: "PAUSE"})
+    with LogTrap() as trap:
+        rig.print_file(path)
+        wait_paused(rig, controller)
+        state = controller.get_state()
+        assert state["source"] == "file" and state["reason"] == "PAUSE in the file (line 900)"
+        file_records = [r for r in rig.records() if r.fileline is not None]
+        assert file_records[-1].fileline == 899  # nothing after the pause command went out
+        rig.printer.resume_print()
+        rig.wait_for(lambda: controller.state == IDLE, timeout=10)
+        records = finish(rig, controller, path, [None], trap, not_sent=("PAUSE",))
+    assert not [r for r in records if r.cmd == "PAUSE"]
+    assert [name for name, _ in pause_events(rig)] == ["PrintPaused", "PrintResumed"]
+
+
 def test_octoprints_pause_scripts_run_once_at_the_park(rig, wired, scripts, tmp_path):
     scripts(
         "afterPrintPaused",

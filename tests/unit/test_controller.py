@@ -34,6 +34,12 @@ SHARED = GCODE_DIR
 FILE = SHARED / "02_marlin2_relE_zhop_ender3_bunny_0.16mm.gcode"
 
 
+def wait_resumed(controller, comm, holds: int = 0, timeout=5.0):
+    """Idle with OctoPrint's job hold given back (`holds`: what others hold): a pause turns idle a moment
+    before it gives its count back, so that a stop on the very next line is taken."""
+    return wait_for(lambda: controller.state == IDLE and comm.hold == holds, timeout)
+
+
 def wait_for(predicate, timeout=5.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -46,7 +52,9 @@ def wait_for(predicate, timeout=5.0):
 SETTINGS = {"park_x": 0.0, "park_y": 0.0, "lift": 5.0}
 
 
-def build(tmp_path, settings=None, port_class=FakePort, hold_timeout=0.3, recovery=None, insert=None, at=400):
+def build(
+    tmp_path, settings=None, port_class=FakePort, hold_timeout=0.3, recovery=None, insert=None, at=400, flavour="marlin"
+):
     """A started controller on a FakeComm streaming a copy of FILE (with `insert`, a line, put in as file
     line `at`): (controller, comm, port, events)."""
     path = tmp_path / "part.gcode"
@@ -68,6 +76,7 @@ def build(tmp_path, settings=None, port_class=FakePort, hold_timeout=0.3, recove
         port,
         emit=lambda name, payload: events.append((name, payload)),
         settings=lambda: dict(values),
+        flavour=lambda: flavour,
         recovery=recovery,
     )
     controller.start()
@@ -139,7 +148,7 @@ def test_pause_suppresses_one_line_holds_and_resume_sends_it_once(rig):
     assert events[-1][0] == "paused" and events[-1][1]["reason"] == "spaghetti"
 
     controller.resume()
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
     assert comm.hold == 0
     tail = comm.wire[-1]
     assert TAG_RESEND in tail[1] and "source:file" in tail[1]
@@ -191,7 +200,7 @@ def test_fallback_takes_the_hold_when_no_file_line_comes(rig):
     assert comm.hold == 1
     assert controller.get_state()["saved_line"] is None
     controller.resume()
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
     assert comm.hold == 0
     comm.stream()
     assert [line for line, _ in file_lines(comm)] == expected_file_lines(comm.path)
@@ -207,7 +216,7 @@ def test_cancel_while_paused_drops_the_line_restores_modes_and_releases(rig):
     expected = expected_file_lines(comm.path)
     assert saved == expected[800]  # the 801st line: the one the hook suppressed
     controller.cancel()
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
     assert port.cancelled and comm.hold == 0
     cancel_lines = [line for line, tags in comm.wire if "safepause:cancel" in tags]
     assert cancel_lines[:2] == ["G90", "M83"]  # the print's modes, XYZ first
@@ -224,7 +233,7 @@ def test_octoprint_cancel_during_hold_goes_through_our_cancel_path(rig):
     assert wait_for(lambda: controller.state == PAUSED)
     port.printer_state = "cancelling"
     controller.on_printer_event("PrintCancelling", {})
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
     assert comm.hold == 0 and not port.cancelled  # OctoPrint was already cancelling
 
 
@@ -253,7 +262,7 @@ def test_refusals(rig):
     comm.stream()
     assert wait_for(lambda: controller.state == PAUSED)
     controller.resume()
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
 
 
 def test_disconnect_during_hold_ends_it_without_raising(rig):
@@ -265,7 +274,7 @@ def test_disconnect_during_hold_ends_it_without_raising(rig):
     port.hold_raises = True
     port.printer_state = "offline"
     controller.on_printer_event("Disconnected", {})
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_for(lambda: controller.state == IDLE)  # (the hold went with the connection)
     assert "Disconnected" in controller.get_state()["error"]
     assert not controller.holding
 
@@ -288,8 +297,7 @@ def test_another_plugins_hold_is_left_alone(rig):
     assert wait_for(lambda: controller.state == PAUSED, timeout=3)
     assert comm.hold == 2
     controller.resume()
-    assert wait_for(lambda: controller.state == IDLE)
-    assert comm.hold == 1
+    assert wait_resumed(controller, comm, holds=1)  # the other plugin's count stays
 
 
 def test_random_requests_from_many_threads_never_leak_or_double_release(rig):
@@ -333,7 +341,7 @@ def test_random_requests_from_many_threads_never_leak_or_double_release(rig):
         assert wait_for(lambda: controller.state in (IDLE, PAUSED), timeout=5), controller.state
         if controller.state == PAUSED:
             controller.resume()
-            assert wait_for(lambda: controller.state == IDLE)
+            assert wait_resumed(controller, comm)
         assert comm.hold == 0
         port.printer_state = "printing"
         comm.stream()  # the rest of the file

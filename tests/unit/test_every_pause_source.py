@@ -9,7 +9,7 @@ import pytest
 from octoprint_safepause.core.controller import IDLE, PAUSED, TAG_PAUSE, TAG_RESUME
 
 from . import test_controller
-from .test_controller import SETTINGS, expected_file_lines, file_lines, wait_for
+from .test_controller import SETTINGS, expected_file_lines, file_lines, wait_for, wait_resumed
 
 make = test_controller.make  # the fixture: test_controller's rig, on a copy of its file
 
@@ -34,7 +34,7 @@ def test_a_safepause_pause_is_octoprints_pause_and_its_resume_octoprints_resume(
     assert any(TAG_PAUSE in tags for _, tags in comm.wire)
 
     controller.resume("user:bob")
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
     assert port.pause_calls == [("enter", "ann"), ("leave", "bob")]
     assert port.printer_state == "printing"  # OctoPrint's marker passed once the hold was released
     comm.stream()
@@ -46,7 +46,7 @@ def test_octoprints_own_resume_resumes_the_safepause_pause(make):
     # OctoPrint's Resume (a plugin's resume_print(), //action:resume): Resuming, then its event
     port.printer_state = "resuming"
     controller.on_printer_event("PrintResumed", {"user": "bob"})
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
     assert [name for name, _ in events] == ["paused", "resumed"]
     assert ("leave", "bob") in port.pause_calls  # nothing to do there: OctoPrint is resuming already
     assert any(TAG_RESUME in tags for _, tags in comm.wire)
@@ -74,11 +74,33 @@ def test_the_files_own_pause_command_pauses_exactly_there(make, command):
     assert state["saved_line"] is None  # nothing held back: the pause command itself is the pause point
     assert len(file_lines(comm)) == 399 and comm.hold == 1
     controller.resume()
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
     comm.stream()
     sent = [line for line, _ in file_lines(comm)]
     expected = [line for line in expected_file_lines(comm.path) if line != command]
     assert sent == expected  # the command never went out, every other line exactly once
+
+
+@pytest.mark.parametrize("command", ["PAUSE", "pause"])
+def test_klippers_pause_macro_in_the_file_pauses_exactly_there_on_klipper_only(make, command):
+    controller, comm, port, events = make(insert=command, at=400, flavour="klipper")
+    comm.stream()
+    assert wait_for(lambda: controller.state == PAUSED)
+    state = controller.get_state()
+    assert state["source"] == "file" and state["reason"] == "PAUSE in the file (line 400)"
+    assert len(file_lines(comm)) == 399 and comm.hold == 1
+    controller.resume()
+    assert wait_resumed(controller, comm)
+    comm.stream()
+    assert [line for line, _ in file_lines(comm)] == [
+        line for line in expected_file_lines(comm.path) if line != command
+    ]  # Klipper never got its PAUSE (it would have paused on its own, behind OctoPrint's back)
+
+
+def test_a_pause_word_on_another_firmware_is_just_a_line(make):
+    controller, comm, port, events = make(insert="PAUSE", at=400)  # Marlin: no such command of its own
+    comm.stream(450)
+    assert controller.state == IDLE and "PAUSE" in [line for line, _ in file_lines(comm)]
 
 
 def test_the_files_pause_command_is_octoprints_when_take_over_is_off(make):
@@ -110,7 +132,7 @@ def test_octoprints_own_pause_is_taken_over_before_its_m400_goes_out(make):
     # its M114 (had it been queued) and any later pause of OctoPrint's while this one lasts: dropped
     assert controller.on_queuing(comm, "queuing", "M114", None, "M114", tags=NATIVE_M400_TAGS) == (None,)
     controller.resume()
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
     comm.stream()
     assert [line for line, _ in file_lines(comm)] == expected_file_lines(comm.path)
 
@@ -149,7 +171,7 @@ def test_octoprints_pause_scripts_run_at_the_park_and_are_not_run_twice(make):
     script_tags = {"source:script", "script:beforePrintResumed", "source:job"}
     assert controller.on_queuing(comm, "queuing", "M117 Resuming", None, "M117", tags=script_tags) == (None,)
     controller.resume()
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
     resumed = [line for line, tags in comm.wire if TAG_RESUME in tags]
     returns = [i for i, line in enumerate(resumed) if line.startswith(("G0", "G1")) and " X" in line]
     assert returns[0] < resumed.index("M117 Resuming") < returns[-1]  # at the park, before the return

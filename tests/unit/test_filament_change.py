@@ -14,7 +14,7 @@ from octoprint_safepause.core.gcode import StateTracker
 from octoprint_safepause.core.sequences import MotionSettings, PausePlan, Volume
 
 from . import test_controller
-from .test_controller import SETTINGS, expected_file_lines, file_lines, wait_for
+from .test_controller import SETTINGS, expected_file_lines, file_lines, wait_for, wait_resumed
 
 make = test_controller.make  # the fixture: test_controller's rig (a 220 x 220 x 250 volume)
 
@@ -102,7 +102,7 @@ def test_purge_loads_once_then_purges_as_often_as_asked_and_resume_goes_back_exa
     assert [e[1]["step"] for e in events if e[0] == "filament_change"] == ["unloaded", "loaded", "loaded"]
 
     controller.resume()
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
     resumed = [line for line, tags in comm.wire if TAG_RESUME in tags]
     assert not any(re.fullmatch(r"G1 E9\d(\.\d+)? F360", line) for line in resumed)  # loaded already
     comm.stream()
@@ -112,7 +112,7 @@ def test_purge_loads_once_then_purges_as_often_as_asked_and_resume_goes_back_exa
 def test_resume_right_after_the_unload_loads_purges_and_pulls_back_before_the_return(make):
     controller, comm, port, events = changed(make)
     controller.resume()
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
     resumed = [line for line, tags in comm.wire if TAG_RESUME in tags]
     load, purge = resumed.index("G1 E90 F360"), resumed.index("G1 E30 F180")
     returns = [i for i, line in enumerate(resumed) if line.startswith("G1 X") and "Y" in line]
@@ -154,7 +154,7 @@ def test_m600_in_the_file_is_a_change_at_exactly_that_line_and_is_never_sent(mak
     assert state["change"]["step"] == "unloaded" and state["reason"] == "M600 in the file (line 400)"
     assert len(file_lines(comm)) == 399
     controller.resume()
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
     comm.stream()
     sent = [line for line, _ in file_lines(comm)]
     assert sent == [line for line in expected_file_lines(comm.path) if line != "M600"]
@@ -176,7 +176,7 @@ def test_a_change_that_ends_badly_is_recovered_from_after_its_m600(make):
     assert recovery.corrections and set(recovery.corrections) == {after_m600}
     port.printer_state = "offline"
     controller.on_printer_event("Disconnected", {})
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
     assert set(recovery.corrections) == {after_m600}
 
 
@@ -195,7 +195,7 @@ def test_the_recovery_knows_while_the_filament_is_out(make):
 def test_cancel_during_a_change_drops_nothing_of_the_file_and_restores_the_modes(make):
     controller, comm, port, events = changed(make)
     controller.cancel()
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
     assert port.cancelled and comm.hold == 0
     assert [name for name, _ in events] == ["paused", "filament_change", "cancelled"]
 
@@ -212,7 +212,7 @@ def test_a_new_materials_temperature_during_the_change_is_undone_by_the_resume(m
     controller.purge(10)
     assert wait_for(lambda: controller.get_state()["change"]["purged"] == 10.0)
     controller.resume()
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
     resumed = [line for line, tags in comm.wire if TAG_RESUME in tags]
     wait = resumed.index("M109 T0 S200")
     returns = [i for i, line in enumerate(resumed) if line.startswith("G1 X") and "Y" in line]

@@ -22,7 +22,7 @@ from octoprint_safepause.core.schedule import (
 from ..corpus import corpus_files
 from . import test_controller
 from .fake_printer import FakePort
-from .test_controller import FILE, expected_file_lines, file_lines, wait_for
+from .test_controller import FILE, expected_file_lines, file_lines, wait_for, wait_resumed
 
 make = test_controller.make  # the fixture
 
@@ -170,7 +170,7 @@ def test_a_pause_stop_holds_the_first_deposit_of_its_layer_and_sends_it_once_on_
     reached = dict(events)["stop_reached"]
     assert reached["message"] == "insert magnets" and reached["stop"]["layer"] == 5
     controller.resume()
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
     comm.stream()
     sent = [line for line, _ in file_lines(comm)]
     assert sent == expected_file_lines(port.comm.path)  # every file line once, in order
@@ -230,7 +230,7 @@ def test_every_n_layers_fires_again_and_again(make, tmp_path):
         assert wait_for(lambda: controller.state == PAUSED)
         assert [p["stop"]["layer"] for n, p in events if n == "stop_reached"][-1] == expected
         controller.resume()
-        assert wait_for(lambda: controller.state == IDLE)
+        assert wait_resumed(controller, comm)
         assert controller.get_state()["stops"][0]["layer"] == expected + 3
     assert controller.get_state()["stops"][0]["fired"] == 3
 
@@ -294,7 +294,7 @@ def test_on_every_corpus_file_stops_hold_exactly_their_layers_first_line(path, f
             assert len(sent) == len(expected_lines_before(path, layer.pos))  # ...and all of the file before it
             assert controller.get_state()["saved_line"] == line_end_text(path, layer.offset)
             controller.resume()
-            assert wait_for(lambda: controller.state == IDLE)
+            assert wait_resumed(controller, comm)
         comm.stream()
         assert [line for line, _ in file_lines(comm)] == expected
         assert [p["stop"]["layer"] for n, p in events if n == "stop_reached"] == picks
@@ -346,6 +346,6 @@ def test_a_filament_change_stop_parks_at_the_change_position_and_unloads(make, t
     assert state["change"]["step"] == "unloaded" and state["reason"] == "blue"
     assert "G1 E-15 F3000" in [line for line, _ in comm.wire]
     controller.resume()
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
     comm.stream()
     assert [line for line, _ in file_lines(comm)] == expected_file_lines(port.comm.path)

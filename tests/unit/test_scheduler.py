@@ -11,7 +11,7 @@ from octoprint_safepause.core.gcode import fastscan
 from octoprint_safepause.core.scheduler import Scheduler
 
 from . import test_controller
-from .test_controller import FILE, wait_for
+from .test_controller import FILE, wait_for, wait_resumed
 
 make = test_controller.make  # the fixture
 
@@ -69,7 +69,7 @@ def test_a_files_stops_are_kept_with_it_and_fire_when_it_is_printed(make, tmp_pa
     assert wait_for(lambda: controller.state == PAUSED)
     assert controller.get_state()["reason"] == "nuts"
     controller.resume()
-    assert wait_for(lambda: controller.state == IDLE)
+    assert wait_resumed(controller, comm)
     scheduler.on_event("PrintDone", {})
     assert controller.get_state()["stops"] == [] and controller.schedule_path() is None
     assert len(port.file_stops("part.gcode")) == 1  # still the file's, for its next print
