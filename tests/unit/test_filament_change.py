@@ -69,6 +69,8 @@ def changed(make, **kwargs):
     controller.change_filament(reason="red to blue", source="user:ann")
     comm.stream()
     assert wait_for(lambda: controller.state == PAUSED)
+    # the events follow the state (on the controller thread): wait for them rather than race them
+    assert wait_for(lambda: [name for name, _ in events] == ["paused", "filament_change"]), events
     return rig
 
 
@@ -99,7 +101,8 @@ def test_purge_loads_once_then_purges_as_often_as_asked_and_resume_goes_back_exa
     lines = paused_lines(comm)
     after_unload = lines[lines.index("M400") + 1 :]
     assert after_unload == ["M83", "G1 E90 F360", "M83", "G1 E10 F180", "M83", "G1 E30 F180"]
-    assert [e[1]["step"] for e in events if e[0] == "filament_change"] == ["unloaded", "loaded", "loaded"]
+    steps = lambda: [e[1]["step"] for e in events if e[0] == "filament_change"]  # noqa: E731
+    assert wait_for(lambda: steps() == ["unloaded", "loaded", "loaded"]), steps()
 
     controller.resume()
     assert wait_resumed(controller, comm)
