@@ -2,9 +2,9 @@
 slicer files on OctoPrint's virtual printer, judged by what reached the printer (serial.log).
 
 The files are real corpus files cut after their first layers (the real lines, in order, up to the first
-deposit of the layer after the last one kept): PrusaSlicer with z-hop and relative E (02), CuraEngine with
-z-hop and absolute E (12), a spiral vase whose layer steps change from 0.2 mm to the vase's 0.05 mm (04),
-and PrusaSlicer with variable layer heights (13: 0.2 mm, then steps shrinking to 0.08 mm, then growing).
+deposit of the layer after the last one kept): PrusaSlicer with variable layer heights, z-hop and
+relative E (13: 0.2 mm, then steps shrinking to 0.08 mm, then growing; the settings of 02), CuraEngine with
+z-hop and absolute E (12), a spiral vase whose layer steps change from 0.2 mm to the vase's 0.05 mm (04).
 
 For every kind of stop (`z`, `layer`, `every` N set on the file before printing; `next_layer` set on the
 running print) each pause must land exactly at the layer start: OctoPrint's status says paused by the
@@ -18,9 +18,8 @@ restart of OctoPrint.
 
 The server is this module's own (`server`): the virtual printer's hotend is pinned at 215 °C so that the
 files' M109/M190 return at once, it is put in absolute mode before each print (`printer_setup`), and the
-printer profile is the one each file was sliced for (scripts/corpus.py). Besides 13, the vase (0.2 mm
-steps, then 0.05 mm) is a file whose layer steps change; 02 and 13 draw an intro line at Z0.28 before
-their first layer at Z0.2, which is no layer (layer 1 is the first layer, as in the slicer's preview).
+printer profile is the one each file was sliced for (scripts/corpus.py). 13 draws an intro line at Z0.28
+before its first layer at Z0.2, which is no layer (layer 1 is the first layer, as in the slicer's preview).
 """
 
 from __future__ import annotations
@@ -84,12 +83,10 @@ class Part:
         return sandbox_module.corpus.flavour_for(self.source)
 
 
-ZHOP = "02_marlin2_relE_zhop_ender3_bunny_0.16mm.gcode"
 CURA = "12_cura_marlin_absE_zhop_ender3_bunny_0.20mm.gcode"
 VASE = "04_reprap_absE_spiral_vase_twist_0.20mm.gcode"
 VARIABLE = "13_marlin2_relE_variable_layer_height_ender3_bunny_0.08-0.28mm.gcode"
 PARTS = {
-    "zhop": Part("sched_zhop_02.gcode", ZHOP, 8),
     "cura": Part("sched_cura_12.gcode", CURA, 8),
     "vase": Part("sched_vase_04.gcode", VASE, 15),
     "variable": Part("sched_variable_13.gcode", VARIABLE, 14),
@@ -263,7 +260,7 @@ def server(tmp_path_factory):
     here = Server(sb, tmp_path_factory.mktemp("schedule"))
     try:
         sb.start()
-        sb.connect(profile=PARTS["zhop"].profile)
+        sb.connect(profile=PARTS["variable"].profile)
         yield here
     finally:
         here.stop()
@@ -695,8 +692,6 @@ def test_file_stops_survive_a_restart_and_an_unscheduled_one_does_not_fire(serve
 # A stop whose layer starts the moment a resume ends is taken too (the resume is over before its hold is
 # released: tests/unit/test_scheduled_stops.py); the stops here are spread out to see each pause apart.
 PLANS = {
-    # 02: an intro line at Z0.28 (no layer), layer 1 at Z0.2, then 0.16 mm steps
-    "zhop": {"z": 3, "layer": 5, "every": 3, "next_after": 5},  # pauses before 3, 4, 5, 6, 7
     # 12: 0.3 mm first layer, then 0.2 mm
     "cura": {"z": 3, "layer": 5, "every": 3, "next_after": 5},
     # 04: three solid layers 0.2 mm apart, then the spiral: a layer every 0.05 mm; the height stop is the
@@ -733,7 +728,7 @@ def test_each_kind_of_stop_pauses_exactly_at_the_layer_start(server, key):
         # the G-code's Z: 0.2, 0.4, 0.595, 0.76, 0.901 ... 1.209, 1.289 (3 decimals)
         assert steps[:4] == pytest.approx([0.2, 0.195, 0.165, 0.141], abs=0.0011), steps
         assert steps[-4:] == pytest.approx([0.08] * 4, abs=0.0011), steps
-    if key in ("zhop", "variable"):
+    if key == "variable":
         # the intro line at Z0.28 before the first layer is no layer: layer 1 is the first layer at Z0.2
         head = Toolhead(srv.part.flavour)
         intro = {head.feed(line) for line, _ in srv.lines[: line_index(srv, layers[0]["pos"])]} - {None}
