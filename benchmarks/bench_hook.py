@@ -40,8 +40,13 @@ __plugin_hooks__ = {"octoprint.comm.protocol.gcode.queuing": noop}
 """
 
 
+# The file's own pause points (file 11's M600, M601): SafePause pauses there, so they are no idle line
+PAUSE_POINTS = frozenset(["M0", "M1", "M25", "M600", "M601"])
+
+
 def corpus_lines(folder: Path):
-    """(cmd, gcode, tags) as OctoPrint's reader would queue them: comment-stripped, with file tags."""
+    """(cmd, gcode, tags) as OctoPrint's reader would queue them: comment-stripped, with file tags;
+    without the file's own pause points."""
     from octoprint.util.comm import gcode_and_subcode_for_cmd, process_gcode_line
 
     out = []
@@ -56,6 +61,8 @@ def corpus_lines(folder: Path):
                     continue
                 fileline += 1
                 gcode, _ = gcode_and_subcode_for_cmd(cmd)
+                if gcode in PAUSE_POINTS or cmd.lower().startswith(("@pause", "pause")):
+                    continue
                 out.append((cmd, gcode, {"source:file", f"filepos:{pos}", f"fileline:{fileline}"}))
     return out
 
