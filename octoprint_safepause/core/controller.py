@@ -1155,10 +1155,9 @@ class PauseController:
                 self._holding = False
             raise
 
-    def _release_hold(self, disarm: bool = True) -> None:
+    def _release_hold(self) -> None:
         with self._lock:
-            if disarm:
-                self._armed = False
+            self._armed = False
             if not self._holding:
                 return
             self._holding = False

@@ -141,24 +141,25 @@ class Scheduler:
                 return
             self._held_for = path
             self._controller.set_waiting("layers")
-            self._wait_timer = threading.Timer(self._layers_wait, self._layers_late, (path,))
+            self._wait_timer = threading.Timer(self._layers_wait, self._release_layers_hold, kwargs={"late": True})
             self._wait_timer.daemon = True
             self._wait_timer.start()
         self._log.info("SafePause: the print of %s waits until its layers are read (it has scheduled stops)", path)
 
-    def _layers_late(self, path: str) -> None:
-        if self._held_for != path:
-            return
-        self._log.warning(
-            "SafePause: the layers of %s were not read within %g s: the print goes on without waiting", path, self._layers_wait
-        )
-        self._release_layers_hold()
-
-    def _release_layers_hold(self) -> None:
+    def _release_layers_hold(self, late: bool = False) -> None:
+        """The print goes on; `late`: from the wait's timer, which releases only its own wait."""
         with self._hold_lock:
+            if late and threading.current_thread() is not self._wait_timer:
+                return  # that wait ended already (and another may have begun)
             path, self._held_for = self._held_for, None
             if path is None:
                 return
+            if late:
+                self._log.warning(
+                    "SafePause: the layers of %s were not read within %g s: the print goes on without waiting",
+                    path,
+                    self._layers_wait,
+                )
             timer, self._wait_timer = self._wait_timer, None
             if timer is not None:
                 timer.cancel()

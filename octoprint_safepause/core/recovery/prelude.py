@@ -270,8 +270,8 @@ def build_prelude(
     recorded position) the nozzle is known to be at, instead of the Z window: a SafePause hold that ended
     badly had lifted it there. `load`: the print stopped during a filament change with the filament pulled
     out; it is loaded and purged at the park (as the change's "Load and purge") before the prime. Raises
-    RecoveryError when it cannot be made safe: position unknown, an
-    unknown G92 frame, no room above the print to travel.
+    RecoveryError when it cannot be made safe: position unknown, an unknown G92 frame, no room above the
+    print to travel.
     """
     settings = settings or RecoverySettings()
     if start not in STARTS:
