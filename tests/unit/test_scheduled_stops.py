@@ -190,7 +190,7 @@ def test_a_gcode_stop_sends_its_lines_before_the_layer_and_the_print_goes_on(mak
         controller, port, tmp_path, stop({"layer": 4}, "gcode", gcode=["M117 layer 4", "M104 S213"])
     )
     comm.stream(max_lines=200_000)
-    assert wait_for(lambda: controller.state == IDLE and not controller.holding)
+    assert wait_resumed(controller, comm)
     comm.stream()
     wire = [line for line, _ in comm.wire]
     at = wire.index("M117 layer 4")
@@ -205,7 +205,7 @@ def test_a_gcode_stop_that_would_travel_through_the_print_is_not_sent(make, tmp_
     controller, comm, port, events = make()
     schedule_on(controller, port, tmp_path, stop({"layer": 6}, "gcode", gcode=["G1 X1 Y1"]))
     comm.stream(max_lines=200_000)
-    assert wait_for(lambda: controller.state == IDLE and not controller.holding)
+    assert wait_resumed(controller, comm)
     comm.stream()
     assert "G1 X1 Y1" not in [line for line, _ in comm.wire]
     assert "refused by the safety check" in controller.get_state()["error"]
@@ -216,7 +216,7 @@ def test_gcode_must_leave_the_printer_as_it_found_it(make, tmp_path):
     controller, comm, port, _ = make()
     schedule_on(controller, port, tmp_path, stop({"layer": 6}, "gcode", gcode=["G91", "G1 Z5"]))
     comm.stream(max_lines=200_000)
-    assert wait_for(lambda: controller.state == IDLE and not controller.holding)
+    assert wait_resumed(controller, comm)
     assert "changes the X/Y/Z mode" in controller.get_state()["error"]
     assert "G1 Z5" not in [line for line, _ in comm.wire]
 
